@@ -1,0 +1,171 @@
+"""Every experiment knob, as frozen dataclasses, plus `key=value` command-line overrides.
+
+One `TrainConfig` holds nested sections (model, mesh, data, optim, checkpoint, log). Named
+configs live in `experiments/configs/<job>.py`; `--set model.d_model=512` overrides a field.
+Values are parsed by the field's declared type, so a typo in a key or a value that does not
+parse is one clear error rather than a silently ignored setting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any, Sequence
+
+from holo_jax.errors import HoloError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 258  # byte tokenizer: 256 bytes + end-of-document + padding
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ff: int = 1024
+    max_len: int = 256
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    # Activations and matmuls run in this dtype; parameters and optimizer state stay float32.
+    # bfloat16 is what GPUs want; on this CPU float32 is faster.
+    compute_dtype: str = "float32"
+    # Scanning the layer stack keeps compile time flat in depth.
+    scan_layers: bool = True
+    # Rematerialisation policy name (see holo_jax.model.transformer.REMAT_POLICIES).
+    remat: str = "none"
+    # Pad the embedding table to a multiple of this so the logits matmul tiles well
+    # (the same trick as nanoGPT's 50257 -> 50304).
+    vocab_multiple: int = 128
+
+    @property
+    def padded_vocab(self) -> int:
+        m = self.vocab_multiple
+        return -(-self.vocab_size // m) * m
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    # Axis sizes; -1 on at most one axis means "whatever is left of the device count".
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    # embedded | files | c4 | realnews | wikitext103 | bookcorpus
+    source: str = "embedded"
+    paths: tuple[str, ...] = ()  # for source=files: .txt / .jsonl files or globs
+    text_key: str = "text"  # field of .jsonl records holding the text
+    tfds_data_dir: str = ""  # "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+    tokenizer: str = "byte"  # "byte" or a path to a SentencePiece .model file
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 3e-3
+    min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    grad_clip_norm: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    every_steps: int = 50
+    keep: int = 3
+    async_save: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+    every_steps: int = 1  # metrics.jsonl cadence; 1 = every step
+    eval_every_steps: int = 50
+    eval_batches: int = 4
+    progress_bar: bool = True
+    tensorboard: bool = True
+    plot: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = ModelConfig()
+    mesh: MeshConfig = MeshConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    log: LogConfig = LogConfig()
+    steps: int = 200
+    global_batch: int = 16
+    microbatches: int = 1  # gradient accumulation: the global batch is split into this many
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------
+# key=value overrides
+
+
+def _parse_value(raw: str, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if raw.lower() in ("none", "null"):
+            return None
+        return _parse_value(raw, args[0], key)
+    if tp is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise HoloError(f"`{key}={raw}` is not a boolean; use true or false.")
+    if tp in (int, float):
+        try:
+            return tp(raw)
+        except ValueError:
+            raise HoloError(f"`{key}={raw}` is not a valid {tp.__name__}; give a number.") from None
+    if tp is str:
+        return raw
+    if origin is tuple:
+        items = json.loads(raw) if raw.startswith("[") else [s for s in raw.split(",") if s]
+        (elem, *_) = typing.get_args(tp) or (str,)
+        return tuple(_parse_value(str(i), elem, key) for i in items)
+    raise HoloError(f"`{key}` has a type ({tp}) that cannot be set from the command line.")
+
+
+def override(cfg: Any, assignments: Sequence[str]) -> Any:
+    """Return `cfg` with each `dotted.key=value` applied, parsed by the field's type."""
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise HoloError(f"`--set {assignment}` needs the form key=value, e.g. --set model.d_model=512.")
+        key, raw = assignment.split("=", 1)
+        cfg = _set_path(cfg, key.strip().split("."), raw.strip(), key.strip())
+    return cfg
+
+
+def _set_path(obj: Any, path: list[str], raw: str, full_key: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    name = path[0]
+    if name not in fields:
+        raise HoloError(
+            f"unknown config key `{full_key}`; valid keys here are: {', '.join(sorted(fields))}."
+        )
+    hints = typing.get_type_hints(type(obj))
+    current = getattr(obj, name)
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise HoloError(f"config key `{full_key}` goes below a plain value `{name}`.")
+        return dataclasses.replace(obj, **{name: _set_path(current, path[1:], raw, full_key)})
+    if dataclasses.is_dataclass(current):
+        raise HoloError(f"`{full_key}` is a section; set one of its fields, e.g. {full_key}.<field>=...")
+    return dataclasses.replace(obj, **{name: _parse_value(raw, hints[name], full_key)})
