@@ -1,0 +1,55 @@
+"""Pretrain a decoder-only LM: `python -m experiments.pretrain --workdir DIR [--steps N] [--stop-after K]
+[--config NAME] [--set key=value ...]`. Re-running with the same DIR resumes.
+
+Multi-process: started by `experiments.launch_local`, a scheduler (SLURM, Open MPI, Kubernetes:
+detected from the environment) or explicit --coordinator/--num-processes/--process-id flags.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m experiments.pretrain", description=__doc__.split("\n")[0])
+    p.add_argument("--workdir", required=True, help="run directory: metrics, events, checkpoints")
+    p.add_argument("--config", default="default", help="named config from experiments/configs/pretrain.py")
+    p.add_argument("--steps", type=int, help="total length of the run (the LR schedule follows it)")
+    p.add_argument("--stop-after", type=int, help="save and stop after this step, as a preemption would")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--coordinator", help="host:port of process 0 for multi-process runs")
+    p.add_argument("--num-processes", type=int)
+    p.add_argument("--process-id", type=int)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Imports after argument parsing so `--help` is instant.
+    from holo_jax.config import override
+    from holo_jax.errors import HoloError
+    from holo_jax.parallel.distributed import initialize
+    from holo_jax.train.loop import train
+    from experiments.configs import pretrain as configs
+
+    initialize(args.coordinator, args.num_processes, args.process_id)
+    cfg = override(configs.get(args.config), args.set)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise HoloError(f"--steps must be at least 1, got {args.steps}.")
+        cfg = dataclasses.replace(cfg, steps=args.steps)
+    if args.stop_after is not None and args.stop_after < 1:
+        raise HoloError(f"--stop-after must be at least 1, got {args.stop_after}.")
+    result = train(cfg, args.workdir, stop_after=args.stop_after)
+    print(json.dumps(dataclasses.asdict(result)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    from holo_jax.errors import exit_on_user_error
+
+    sys.exit(exit_on_user_error(main)())

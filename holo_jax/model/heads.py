@@ -1,0 +1,37 @@
+"""Task heads on top of the decoder: a sequence classifier (used by the fairness work).
+
+The classifier pools the hidden state of the last real token of each sequence (a causal model
+has seen the whole text only there), then applies a linear layer.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from holo_jax.config import ModelConfig
+from holo_jax.model.transformer import Decoder
+
+
+class SequenceClassifier(nn.Module):
+    """Returns float32 logits `[b, num_classes]` and a dict with `pooled`, `hidden`, `attention`."""
+
+    cfg: ModelConfig
+    num_classes: int = 2
+    capture_attention: bool = False
+
+    @nn.compact
+    def __call__(self, tokens_bt: jax.Array, lengths_b: jax.Array, *, deterministic: bool = True):
+        hidden_btd, weights = Decoder(self.cfg, self.capture_attention, name="decoder")(
+            tokens_bt, deterministic=deterministic
+        )
+        last_b = jnp.clip(lengths_b - 1, 0, tokens_bt.shape[1] - 1)
+        pooled_bd = jnp.take_along_axis(hidden_btd, last_b[:, None, None], axis=1)[:, 0]
+        logits_bc = nn.Dense(
+            self.num_classes, param_dtype=jnp.float32, name="classifier",
+            kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", None)),
+        )(pooled_bd).astype(jnp.float32)
+        outputs = {"pooled": pooled_bd, "hidden": hidden_btd}
+        if weights is not None:
+            outputs["attention"] = weights
+        return logits_bc, outputs

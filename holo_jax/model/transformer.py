@@ -1,0 +1,227 @@
+"""A GPT-style decoder in Flax linen: pre-norm blocks, causal attention, GELU MLP.
+
+Conventions:
+- Every parameter carries logical axis names (`nn.with_logical_partitioning`) and the main
+  activations carry logical constraints; `holo_jax.parallel.rules` maps them to mesh axes.
+  Parameter axes (`embed`, `heads`, `mlp`, `vocab`) and activation axes (`act_*`) are named
+  apart so FSDP can shard a weight's `embed` dimension without sharding activations by it.
+- Array names end in their dimensions: b=batch, t=query position, s=key position, d=model
+  width, n=heads, h=head dim, f=MLP width, v=vocabulary, l=layers.
+- Projections are tagged with `checkpoint_name` so remat policies can name what to keep.
+- Parameters are float32 (master weights); activations and matmuls run in `compute_dtype`.
+- Attention uses `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPUs); the explicit
+  softmax path runs only when attention weights are captured for explanations.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+from holo_jax.config import ModelConfig
+from holo_jax.memory.remat import remat_policy
+
+Array = jax.Array
+
+# Names the remat policies in holo_jax.memory.remat refer to.
+CHECKPOINT_NAMES = ("query_proj", "key_proj", "value_proj", "attention_out", "mlp_hidden", "mlp_out")
+
+
+def _dense_init(scale: float = 1.0, in_axis: int | tuple[int, ...] = 0):
+    """Fan-in scaled normal init; `in_axis` names the contracted dimensions of the kernel."""
+    return nn.initializers.variance_scaling(scale, "fan_in", "normal", in_axis=in_axis, out_axis=-1)
+
+
+def _constrain(x: Array, *axes: str | None) -> Array:
+    return nn.with_logical_constraint(x, axes)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm computed in float32 whatever the compute dtype (bf16 variance is too coarse)."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        d = x.shape[-1]
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (d,))
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (d,))
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
+        return y.astype(self.dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    cfg: ModelConfig
+    capture_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x_btd: Array, *, deterministic: bool) -> tuple[Array, Array | None]:
+        cfg = self.cfg
+        dtype = jnp.dtype(cfg.compute_dtype)
+        n, h = cfg.n_heads, cfg.head_dim
+
+        def proj(name: str) -> Array:
+            w_dnh = self.param(name, nn.with_logical_partitioning(_dense_init(), ("embed", "heads", "kv")),
+                               (cfg.d_model, n, h))
+            y_btnh = jnp.einsum("btd,dnh->btnh", x_btd, w_dnh.astype(dtype))
+            y_btnh = checkpoint_name(y_btnh, f"{name}_proj")
+            return _constrain(y_btnh, "batch", "length", "act_heads", None)
+
+        q_btnh, k_bsnh, v_bsnh = proj("query"), proj("key"), proj("value")
+        if self.capture_attention:
+            # Explicit weights, needed by the explanation engine; softmax in float32.
+            scores_bnts = jnp.einsum("btnh,bsnh->bnts", q_btnh, k_bsnh).astype(jnp.float32) * h**-0.5
+            t = x_btd.shape[1]
+            causal_ts = jnp.tril(jnp.ones((t, t), dtype=bool))
+            scores_bnts = jnp.where(causal_ts, scores_bnts, jnp.finfo(jnp.float32).min)
+            weights_bnts = jax.nn.softmax(scores_bnts, axis=-1)
+            out_btnh = jnp.einsum("bnts,bsnh->btnh", weights_bnts.astype(dtype), v_bsnh)
+        else:
+            weights_bnts = None
+            out_btnh = jax.nn.dot_product_attention(q_btnh, k_bsnh, v_bsnh, is_causal=True)
+        out_btnh = checkpoint_name(out_btnh, "attention_out")
+        w_nhd = self.param(
+            "out",
+            # GPT-2's scaled init of residual projections keeps the residual stream's variance flat in depth.
+            nn.with_logical_partitioning(_dense_init(1.0 / (2 * cfg.n_layers), in_axis=(0, 1)),
+                                         ("heads", "kv", "embed")),
+            (n, h, cfg.d_model),
+        )
+        out_btd = jnp.einsum("btnh,nhd->btd", out_btnh, w_nhd.astype(dtype))
+        out_btd = nn.Dropout(cfg.dropout)(out_btd, deterministic=deterministic)
+        return _constrain(out_btd, "batch", "length", "act_embed"), weights_bnts
+
+
+class Mlp(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_btd: Array, *, deterministic: bool) -> Array:
+        cfg = self.cfg
+        dtype = jnp.dtype(cfg.compute_dtype)
+        h_btf = nn.Dense(
+            cfg.d_ff, dtype=dtype, param_dtype=jnp.float32, name="wi",
+            kernel_init=nn.with_logical_partitioning(_dense_init(), ("embed", "mlp")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+        )(x_btd)
+        h_btf = checkpoint_name(h_btf, "mlp_hidden")
+        h_btf = _constrain(nn.gelu(h_btf), "batch", "length", "act_mlp")
+        out_btd = nn.Dense(
+            cfg.d_model, dtype=dtype, param_dtype=jnp.float32, name="wo",
+            kernel_init=nn.with_logical_partitioning(_dense_init(1.0 / (2 * cfg.n_layers)), ("mlp", "embed")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+        )(h_btf)
+        out_btd = checkpoint_name(out_btd, "mlp_out")
+        out_btd = nn.Dropout(cfg.dropout)(out_btd, deterministic=deterministic)
+        return _constrain(out_btd, "batch", "length", "act_embed")
+
+
+class Block(nn.Module):
+    """One pre-norm transformer block. Signature fits `nn.scan`: (carry, broadcast) -> (carry, y)."""
+
+    cfg: ModelConfig
+    capture_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x_btd: Array, deterministic: bool) -> tuple[Array, Array | None]:
+        dtype = jnp.dtype(self.cfg.compute_dtype)
+        attn_btd, weights_bnts = CausalSelfAttention(self.cfg, self.capture_attention, name="attn")(
+            LayerNorm(dtype, name="ln_attn")(x_btd), deterministic=deterministic
+        )
+        x_btd = x_btd + attn_btd
+        x_btd = x_btd + Mlp(self.cfg, name="mlp")(LayerNorm(dtype, name="ln_mlp")(x_btd), deterministic=deterministic)
+        return _constrain(x_btd, "batch", "length", "act_embed"), weights_bnts
+
+
+class Decoder(nn.Module):
+    """Token embedding + the block stack + final norm. Returns hidden states and attention weights
+    (`[layers, b, n, t, s]`, or None unless `capture_attention`)."""
+
+    cfg: ModelConfig
+    capture_attention: bool = False
+
+    def setup(self):
+        cfg = self.cfg
+        self.embedding = self.param(
+            "embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
+            (cfg.padded_vocab, cfg.d_model),
+        )
+        self.position_embedding = self.param(
+            "position_embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(stddev=0.01), ("length", "embed")),
+            (cfg.max_len, cfg.d_model),
+        )
+        block = Block
+        if cfg.remat != "none":
+            # Remat inside the scan body: each layer's backward recomputes what the policy drops.
+            block = nn.remat(Block, policy=remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers,
+                             static_argnums=(2,))
+        if cfg.scan_layers:
+            self.blocks = nn.scan(
+                block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast,),
+                length=cfg.n_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(cfg, self.capture_attention, name="blocks")
+        else:
+            self.blocks = [block(cfg, self.capture_attention, name=f"block_{i}") for i in range(cfg.n_layers)]
+        self.ln_final = LayerNorm(jnp.dtype(cfg.compute_dtype))
+
+    def __call__(self, tokens_bt: Array, *, deterministic: bool = True) -> tuple[Array, Array | None]:
+        cfg = self.cfg
+        t = tokens_bt.shape[1]
+        if t > cfg.max_len:
+            raise ValueError(f"sequence length {t} exceeds model.max_len={cfg.max_len}")
+        dtype = jnp.dtype(cfg.compute_dtype)
+        x_btd = jnp.take(self.embedding, tokens_bt, axis=0) + self.position_embedding[:t]
+        x_btd = _constrain(x_btd.astype(dtype), "batch", "length", "act_embed")
+        if cfg.scan_layers:
+            x_btd, weights_lbnts = self.blocks(x_btd, deterministic)
+        else:
+            per_layer = []
+            for blk in self.blocks:
+                x_btd, w = blk(x_btd, deterministic)
+                per_layer.append(w)
+            weights_lbnts = jnp.stack(per_layer) if self.capture_attention else None
+        return self.ln_final(x_btd), weights_lbnts
+
+    def attend_vocab(self, x_btd: Array) -> Array:
+        """Tied output projection: logits against the embedding table."""
+        dtype = jnp.dtype(self.cfg.compute_dtype)
+        return jnp.einsum("btd,vd->btv", x_btd, self.embedding.astype(dtype))
+
+
+class CausalLM(nn.Module):
+    """Decoder + language-model head. Returns float32 logits `[b, t, padded_vocab]` and a dict with
+    `hidden` (final-norm states) and, when captured, `attention` (`[layers, b, n, t, s]`)."""
+
+    cfg: ModelConfig
+    capture_attention: bool = False
+
+    @nn.compact
+    def __call__(self, tokens_bt: Array, *, deterministic: bool = True) -> tuple[Array, dict[str, Array]]:
+        cfg = self.cfg
+        decoder = Decoder(cfg, self.capture_attention, name="decoder")
+        hidden_btd, weights = decoder(tokens_bt, deterministic=deterministic)
+        if cfg.tie_embeddings:
+            logits_btv = decoder.attend_vocab(hidden_btd)
+        else:
+            logits_btv = nn.Dense(
+                cfg.padded_vocab, dtype=jnp.dtype(cfg.compute_dtype), param_dtype=jnp.float32,
+                use_bias=False, name="lm_head",
+                kernel_init=nn.with_logical_partitioning(_dense_init(), ("embed", "vocab")),
+            )(hidden_btd)
+        logits_btv = _constrain(logits_btv, "batch", "length", "act_vocab").astype(jnp.float32)
+        outputs = {"hidden": hidden_btd}
+        if weights is not None:
+            outputs["attention"] = weights
+        return logits_btv, outputs

@@ -1,0 +1,100 @@
+"""The train state and how it is laid out on the mesh.
+
+`TrainState` is one pytree: step, float32 master parameters, optimizer state, one state per
+stage, the base random key and the count of skipped (non-finite) steps. Everything in it is
+checkpointed, so a resumed run continues bit-for-bit.
+
+Shardings are derived, never written by hand: `jax.eval_shape` of the boxed init gives each
+parameter's logical axes; `optax.tree_map_params` carries them onto the optimizer state's
+parameter-shaped leaves; stages declare their own; the rule table maps all of it to the mesh.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax.sharding import Mesh, PartitionSpec as P
+
+from holo_jax.parallel.rules import logical_to_sharding
+from holo_jax.train.stages import Stage
+
+PyTree = Any
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: number of steps taken (skipped ones included)
+    params: PyTree
+    opt_state: PyTree
+    stage_states: tuple
+    rng: jax.Array  # raw uint32[2] key; per-step randomness is fold_in(rng, step)
+    skipped_steps: jax.Array  # int32 scalar: steps whose gradients were not finite
+
+
+def _boxed_init(model: nn.Module, example_inputs: tuple, optimizer: optax.GradientTransformation,
+                stages: Sequence[Stage], seed: int):
+    """Init function returning (boxed params, unboxed TrainState)."""
+
+    def init(_):
+        root = jax.random.PRNGKey(seed)
+        k_params, k_stages, k_run = jax.random.split(root, 3)
+        boxed = model.init({"params": k_params, "dropout": k_params}, *example_inputs)["params"]
+        params = nn.unbox(boxed)
+        state = TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=optimizer.init(params),
+            stage_states=tuple(s.init(jax.random.fold_in(k_stages, i), params) for i, s in enumerate(stages)),
+            rng=k_run,
+            skipped_steps=jnp.zeros((), jnp.int32),
+        )
+        return boxed, state
+
+    return init
+
+
+def state_logical_specs(model: nn.Module, example_inputs: tuple, optimizer: optax.GradientTransformation,
+                        stages: Sequence[Stage], seed: int = 0) -> tuple[TrainState, TrainState]:
+    """(abstract TrainState, TrainState of logical PartitionSpecs) without allocating anything."""
+    boxed, abstract = jax.eval_shape(_boxed_init(model, example_inputs, optimizer, stages, seed), 0)
+    param_specs = nn.get_partition_spec(boxed)
+    is_spec = lambda x: isinstance(x, P)  # noqa: E731
+    opt_specs = optax.tree_map_params(
+        optimizer, lambda _, spec: spec, abstract.opt_state, param_specs,
+        transform_non_params=lambda _: P(), is_leaf=is_spec,
+    )
+    stage_specs = tuple(
+        s.partition_specs(ss, param_specs) for s, ss in zip(stages, abstract.stage_states)
+    )
+    specs = TrainState(step=P(), params=param_specs, opt_state=opt_specs, stage_states=stage_specs,
+                       rng=P(), skipped_steps=P())
+    return abstract, specs
+
+
+def init_train_state(model: nn.Module, example_inputs: tuple, optimizer: optax.GradientTransformation,
+                     stages: Sequence[Stage], mesh: Mesh, seed: int = 0) -> tuple[TrainState, TrainState]:
+    """Initialise the state directly into its shardings (no full copy on any one device).
+
+    Returns (state, shardings)."""
+    _, specs = state_logical_specs(model, example_inputs, optimizer, stages, seed)
+    shardings = logical_to_sharding(specs, mesh)
+    init = _boxed_init(model, example_inputs, optimizer, stages, seed)
+    state = jax.jit(lambda x: init(x)[1], out_shardings=shardings)(0)
+    return state, shardings
+
+
+def abstract_train_state(model: nn.Module, example_inputs: tuple, optimizer: optax.GradientTransformation,
+                         stages: Sequence[Stage], mesh: Mesh, seed: int = 0) -> tuple[TrainState, TrainState]:
+    """ShapeDtypeStructs carrying shardings (the restore target for a checkpoint), and the shardings."""
+    abstract, specs = state_logical_specs(model, example_inputs, optimizer, stages, seed)
+    shardings = logical_to_sharding(specs, mesh)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    return target, shardings
+
+
+def count_params(params: PyTree) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))

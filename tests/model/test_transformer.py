@@ -1,0 +1,104 @@
+"""The decoder: shapes, causality, attention capture, remat policies, dtypes, the classifier head."""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from holo_jax.config import ModelConfig
+from holo_jax.memory.remat import REMAT_POLICIES
+from holo_jax.model import CausalLM, SequenceClassifier
+
+CFG = ModelConfig(d_model=64, n_heads=4, d_ff=128, n_layers=2, max_len=16)
+TOKENS = jnp.asarray(np.random.default_rng(0).integers(0, 258, (2, 16)), jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return nn.unbox(CausalLM(CFG).init(jax.random.key(0), TOKENS))["params"]
+
+
+def test_logits_shape_and_padded_vocab(params):
+    logits, out = CausalLM(CFG).apply({"params": params}, TOKENS)
+    assert logits.shape == (2, 16, 384) and logits.dtype == jnp.float32
+    assert out["hidden"].shape == (2, 16, 64)
+
+
+def test_every_parameter_has_logical_axes():
+    boxed = CausalLM(CFG).init(jax.random.key(0), TOKENS)["params"]
+    specs = jax.tree.leaves(nn.get_partition_spec(boxed), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    leaves = jax.tree.leaves(nn.unbox(boxed))
+    assert len(specs) == len(leaves)
+    for spec, leaf in zip(specs, leaves):
+        assert len(spec) == leaf.ndim and any(a is not None for a in spec)
+
+
+def test_causal_future_tokens_do_not_change_past_logits(params):
+    changed = TOKENS.at[:, 10:].set(7)
+    a, _ = CausalLM(CFG).apply({"params": params}, TOKENS)
+    b, _ = CausalLM(CFG).apply({"params": params}, changed)
+    np.testing.assert_allclose(a[:, :10], b[:, :10], atol=1e-5)
+    assert not np.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_captured_attention_matches_fused_path(params):
+    fused, _ = CausalLM(CFG).apply({"params": params}, TOKENS)
+    explicit, out = CausalLM(CFG, capture_attention=True).apply({"params": params}, TOKENS)
+    np.testing.assert_allclose(fused, explicit, atol=2e-5)
+    w = out["attention"]  # [layers, batch, heads, t, s]
+    assert w.shape == (2, 2, 4, 16, 16)
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+    assert float(jnp.abs(jnp.triu(w, k=1)).max()) == 0.0  # no weight on future positions
+
+
+@pytest.mark.parametrize("policy", sorted(REMAT_POLICIES))
+def test_remat_policies_give_identical_gradients(policy, params):
+    def grads(cfg):
+        def loss(p):
+            logits, _ = CausalLM(cfg).apply({"params": p}, TOKENS)
+            return jax.nn.log_softmax(logits).mean()
+        return jax.jit(jax.grad(loss))(params)
+
+    ref = grads(CFG)
+    got = grads(dataclasses.replace(CFG, remat=policy))
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_unscanned_layers_compute_the_same_function(params):
+    cfg = dataclasses.replace(CFG, scan_layers=False)
+    blocks = params["decoder"]["blocks"]
+    unscanned = {**params, "decoder": {k: v for k, v in params["decoder"].items() if k != "blocks"}}
+    for i in range(CFG.n_layers):
+        unscanned["decoder"][f"block_{i}"] = jax.tree.map(lambda x: x[i], blocks)
+    a, _ = CausalLM(CFG).apply({"params": params}, TOKENS)
+    b, _ = CausalLM(cfg).apply({"params": unscanned}, TOKENS)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_untied_embeddings_add_an_output_projection():
+    cfg = dataclasses.replace(CFG, tie_embeddings=False)
+    p = nn.unbox(CausalLM(cfg).init(jax.random.key(0), TOKENS))["params"]
+    assert p["lm_head"]["kernel"].shape == (64, 384)
+
+
+def test_bfloat16_compute_keeps_float32_master_weights(params):
+    cfg = dataclasses.replace(CFG, compute_dtype="bfloat16")
+    logits, out = CausalLM(cfg).apply({"params": params}, TOKENS)
+    assert out["hidden"].dtype == jnp.bfloat16 and logits.dtype == jnp.float32
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+    ref, _ = CausalLM(CFG).apply({"params": params}, TOKENS)
+    assert float(jnp.abs(jax.nn.softmax(ref) - jax.nn.softmax(logits)).max()) < 0.05
+
+
+def test_sequence_classifier_pools_last_real_token():
+    model = SequenceClassifier(CFG, num_classes=3)
+    lengths = jnp.array([5, 16])
+    p = model.init(jax.random.key(0), TOKENS, lengths)
+    logits, out = model.apply(p, TOKENS, lengths)
+    assert logits.shape == (2, 3)
+    # Tokens after a sequence's length must not change its prediction.
+    logits2, _ = model.apply(p, TOKENS.at[0, 5:].set(3), lengths)
+    np.testing.assert_allclose(logits[0], logits2[0], atol=1e-5)
