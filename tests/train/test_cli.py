@@ -1,0 +1,84 @@
+"""`python -m experiments.pretrain` as users run it: bad input gets one clear sentence, SIGTERM saves."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from holo_jax.train.events import EventLog
+from holo_jax.train.metrics_log import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+QUIET = ["--set", "log.progress_bar=false", "--set", "log.tensorboard=false", "--set", "log.plot=false"]
+
+
+def pretrain(workdir, *args, devices: int = 4, timeout: float = 240, wait: bool = True):
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-m", "experiments.pretrain", "--workdir", str(workdir), "--config", "tiny", *QUIET, *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_clear_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--set", "mesh.data=3"], ["do not divide the 4 devices"]),
+    (["--set", "mesh.data=1", "--set", "mesh.tensor=4", "--set", "model.n_heads=2", "--set", "model.d_model=64"],
+     ["model.n_heads=2 is not divisible by the tensor axis (4)"]),
+    (["--set", "model.widht=3"], ["unknown config key `model.widht`"]),
+    (["--set", "steps=many"], ["`steps=many` is not a valid int"]),
+    (["--config", "huge"], ["unknown config `huge`"]),
+    (["--set", "global_batch=6"], ["data-parallel devices"]),
+    (["--set", "data.source=c4", "--set", "data.tfds_data_dir=/nonexistent/tfds"], ["c4/en", "tfds build"]),
+    (["--set", "data.source=files", "--set", "data.paths=/nonexistent/corpus.txt"], ["/nonexistent/corpus.txt"]),
+])
+def test_bad_input_gets_one_clear_sentence(tmp_path, args, fragments):
+    assert_one_clear_error(pretrain(tmp_path, "--steps", "2", *args), *fragments)
+
+
+def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path):
+    assert pretrain(tmp_path, "--steps", "4", "--stop-after", "2").returncode == 0
+    step_dir = tmp_path / "checkpoints" / "2"
+    for f in (step_dir / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "manifest" in f.name:
+            f.write_bytes(b"garbage")
+    damaged = sorted(str(p) for p in step_dir.rglob("*"))
+    proc = pretrain(tmp_path, "--steps", "4")
+    assert_one_clear_error(proc, "step 2", "cannot be restored")
+    assert sorted(str(p) for p in step_dir.rglob("*")) == damaged  # nothing deleted or rewritten
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_usable_checkpoint(tmp_path):
+    proc = pretrain(tmp_path, "--steps", "400", wait=False)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and (not metrics.exists() or len(read_jsonl(metrics)) < 3):
+        time.sleep(0.2)
+    assert metrics.exists(), proc.communicate(timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    events = EventLog(tmp_path / "events.jsonl").read()
+    preempted = [e for e in events if e["kind"] == "preempted"]
+    assert preempted and preempted[0]["signal"] == "SIGTERM"
+    stopped_at = preempted[0]["step"]
+    assert 3 <= stopped_at < 400
+    assert (tmp_path / "checkpoints" / str(stopped_at)).is_dir()
+    # The checkpoint is usable: a resumed run continues from exactly that step.
+    resumed = pretrain(tmp_path, "--steps", "400", "--stop-after", str(stopped_at + 2))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resume = [e for e in EventLog(tmp_path / "events.jsonl").read() if e["kind"] == "resume"]
+    assert resume[-1]["step"] == stopped_at
+    assert [r["step"] for r in read_jsonl(metrics)] == list(range(1, stopped_at + 3))
