@@ -1,1 +1,28 @@
+"""Text data: tokenizers, document sources and the packed, resumable batch pipeline."""
 
+from holo_jax.data.documents import SPLITS, RandomAccessSource, SequentialSource, Source, holdout_split
+from holo_jax.data.local_files import LocalFilesSource
+from holo_jax.data.pipeline import STATE_KEYS, PackedBatches
+from holo_jax.data.sources import SOURCE_NAMES, EmbeddedSource, make_source
+from holo_jax.data.tfds_source import TFDS_DATASETS, TfdsSource
+from holo_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer, Tokenizer, make_tokenizer
+
+__all__ = [
+    "SOURCE_NAMES",
+    "SPLITS",
+    "STATE_KEYS",
+    "TFDS_DATASETS",
+    "ByteTokenizer",
+    "EmbeddedSource",
+    "LocalFilesSource",
+    "PackedBatches",
+    "RandomAccessSource",
+    "SentencePieceTokenizer",
+    "SequentialSource",
+    "Source",
+    "TfdsSource",
+    "Tokenizer",
+    "holdout_split",
+    "make_source",
+    "make_tokenizer",
+]

@@ -23,7 +23,8 @@ class Checkpointer:
     def __init__(self, directory: str | Path, cfg: CheckpointConfig):
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(
-            save_interval_steps=max(cfg.every_steps, 1),
+            # Exactly every N steps (orbax would otherwise also save the first step it sees).
+            save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(max(cfg.every_steps, 1)),
             max_to_keep=cfg.keep,
             enable_async_checkpointing=cfg.async_save,
             create=True,

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -93,7 +94,7 @@ def local_rows(x: jax.Array) -> np.ndarray:
 
 def _check_resume_config(workdir: Path, cfg: TrainConfig) -> None:
     path = workdir / "config.json"
-    resolved = cfg.to_dict()
+    resolved = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as read back from disk
     if path.exists():
         saved = json.loads(path.read_text())
         for key in _RESUME_INVARIANT_KEYS:
@@ -152,94 +153,95 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
 
     ckpt = Checkpointer(workdir / "checkpoints", cfg.checkpoint)
     metrics_log = MetricsLog(workdir, enabled=primary, tensorboard=cfg.log.tensorboard)
-    train_data = data_iter("train")
-    latest = ckpt.latest_step()
-    if latest is None:
-        state, state_shardings = init_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed)
-        events.emit("run_start", config=cfg.to_dict(), params=count_params(state.params),
-                    devices=jax.device_count(), processes=jax.process_count(), mesh=dict(mesh.shape))
-    else:
-        target, state_shardings = abstract_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed)
-        data_target = {
-            k: jax.ShapeDtypeStruct((b, *v.shape[1:]), v.dtype, sharding=sharding_for(v.ndim))
-            for k, v in train_data.state().items()
-        }
-        state, data_state = ckpt.restore(latest, target, data_target)
-        train_data.restore({k: local_rows(v) for k, v in data_state.items()})
-        dropped = metrics_log.truncate_after(latest)
-        events.emit("resume", step=latest, superseded_metric_rows=dropped, processes=jax.process_count())
+    # Closing the checkpoint manager on every exit path lets pending async saves finish and
+    # stops orbax's background threads before interpreter shutdown.
+    with contextlib.closing(ckpt), contextlib.closing(metrics_log):
+        train_data = data_iter("train")
+        latest = ckpt.latest_step()
+        if latest is None:
+            state, state_shardings = init_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed)
+            events.emit("run_start", config=cfg.to_dict(), params=count_params(state.params),
+                        devices=jax.device_count(), processes=jax.process_count(), mesh=dict(mesh.shape))
+        else:
+            target, state_shardings = abstract_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed)
+            data_target = {
+                k: jax.ShapeDtypeStruct((b, *v.shape[1:]), v.dtype, sharding=sharding_for(v.ndim))
+                for k, v in train_data.state().items()
+            }
+            state, data_state = ckpt.restore(latest, target, data_target)
+            train_data.restore({k: local_rows(v) for k, v in data_state.items()})
+            dropped = metrics_log.truncate_after(latest)
+            events.emit("resume", step=latest, superseded_metric_rows=dropped, processes=jax.process_count())
 
-    train_step = jit_train_step(make_train_step(model, optimizer, schedule, stages, mesh, cfg.microbatches),
-                                state_shardings, example_batch, mesh)
-    eval_step = make_eval_step(model, mesh, example_batch, state_shardings.params)
+        train_step = jit_train_step(make_train_step(model, optimizer, schedule, stages, mesh, cfg.microbatches),
+                                    state_shardings, example_batch, mesh)
+        eval_step = make_eval_step(model, mesh, example_batch, state_shardings.params)
 
-    def evaluate(params) -> dict[str, float]:
-        data, total, tokens = data_iter("validation"), 0.0, 0.0
-        for _ in range(cfg.log.eval_batches):
-            out = jax.device_get(eval_step(params, to_global(next(data), sharding_for, b)))
-            total, tokens = total + float(out["loss_sum"]), tokens + float(out["tokens"])
-        loss = total / tokens
-        return {"eval_loss": loss, "eval_perplexity": float(np.exp(min(loss, 50.0)))}
+        def evaluate(params) -> dict[str, float]:
+            data, total, tokens = data_iter("validation"), 0.0, 0.0
+            for _ in range(cfg.log.eval_batches):
+                out = jax.device_get(eval_step(params, to_global(next(data), sharding_for, b)))
+                total, tokens = total + float(out["loss_sum"]), tokens + float(out["tokens"])
+            loss = total / tokens
+            return {"eval_loss": loss, "eval_perplexity": float(np.exp(min(loss, 50.0)))}
 
-    def save(step: int, force: bool) -> None:
-        if not (force or ckpt.due(step)):
-            return
-        data_state = to_global(train_data.state(), sharding_for, b)
-        if ckpt.save(step, state, data_state, force=force):
-            events.emit("checkpoint_saved", step=step, directory=str(ckpt.directory))
+        def save(step: int, force: bool) -> None:
+            if not (force or ckpt.due(step)):
+                return
+            data_state = to_global(train_data.state(), sharding_for, b)
+            if ckpt.save(step, state, data_state, force=force):
+                events.emit("checkpoint_saved", step=step, directory=str(ckpt.directory))
 
-    start = int(jax.device_get(state.step))
-    end = cfg.steps if stop_after is None else min(stop_after, cfg.steps)
-    throughput = _Throughput(b * t)
-    progress = _progress_bar(primary and cfg.log.progress_bar, start, cfg.steps)
-    pending: tuple[int, Any] | None = None  # (step, metrics) of the last dispatched step
-    last_loss, reason = None, "completed"
+        start = int(jax.device_get(state.step))
+        end = cfg.steps if stop_after is None else min(stop_after, cfg.steps)
+        throughput = _Throughput(b * t)
+        progress = _progress_bar(primary and cfg.log.progress_bar, start, cfg.steps)
+        pending: tuple[int, Any] | None = None  # (step, metrics) of the last dispatched step
+        last_loss, reason = None, "completed"
 
-    def flush(pending_step: int, pending_metrics: Any, eval_metrics: dict | None = None) -> float:
-        host = {k: np.asarray(v).item() for k, v in jax.device_get(pending_metrics).items()}
-        host["tokens_per_second"] = throughput.tick()
-        if not host.pop("finite"):
-            events.emit("nonfinite_step_skipped", step=pending_step, skipped_total=host["skipped_steps"])
-        if eval_metrics:
-            host.update(eval_metrics)
-        if (pending_step % cfg.log.every_steps == 0) or pending_step == end or eval_metrics:
-            metrics_log.write(pending_step, host)
-        progress.update(1)
-        progress.set_postfix(loss=f"{host['loss']:.3f}", tok_s=f"{host['tokens_per_second']:.0f}", refresh=False)
-        return host["loss"]
+        def flush(pending_step: int, pending_metrics: Any, eval_metrics: dict | None = None) -> float:
+            host = {k: np.asarray(v).item() for k, v in jax.device_get(pending_metrics).items()}
+            host["tokens_per_second"] = throughput.tick()
+            if not host.pop("finite"):
+                events.emit("nonfinite_step_skipped", step=pending_step, skipped_total=host["skipped_steps"])
+            if eval_metrics:
+                host.update(eval_metrics)
+            if (pending_step % cfg.log.every_steps == 0) or pending_step == end or eval_metrics:
+                metrics_log.write(pending_step, host)
+            progress.update(1)
+            progress.set_postfix(loss=f"{host['loss']:.3f}", tok_s=f"{host['tokens_per_second']:.0f}", refresh=False)
+            return host["loss"]
 
-    with jax.set_mesh(mesh), PreemptionGuard() as guard:
-        for step in range(start, end):
-            batch = to_global(next(train_data), sharding_for, b)
-            state, metrics, _emitted = train_step(state, batch)
+        with jax.set_mesh(mesh), PreemptionGuard() as guard:
+            for step in range(start, end):
+                batch = to_global(next(train_data), sharding_for, b)
+                state, metrics, _emitted = train_step(state, batch)
+                if pending is not None:
+                    last_loss = flush(*pending)
+                pending = (step + 1, metrics)  # metrics are logged under the step count they lead to
+                done = step + 1
+                eval_metrics = None
+                if cfg.log.eval_every_steps and (done % cfg.log.eval_every_steps == 0 or done == cfg.steps):
+                    eval_metrics = evaluate(state.params)
+                    last_loss, pending = flush(*pending, eval_metrics), None
+                stop = guard.stop_requested()
+                save(done, force=stop or done == end)
+                if stop:
+                    reason = guard.signal_name or "signal"
+                    break
             if pending is not None:
                 last_loss = flush(*pending)
-            pending = (step + 1, metrics)  # metrics are logged under the step count they lead to
-            done = step + 1
-            eval_metrics = None
-            if cfg.log.eval_every_steps and (done % cfg.log.eval_every_steps == 0 or done == cfg.steps):
-                eval_metrics = evaluate(state.params)
-                last_loss, pending = flush(*pending, eval_metrics), None
-            stop = guard.stop_requested()
-            save(done, force=stop or done == end)
-            if stop:
-                reason = guard.signal_name or "signal"
-                break
-        if pending is not None:
-            last_loss = flush(*pending)
-    final_step = int(jax.device_get(state.step))
-    if reason == "completed" and final_step < cfg.steps:
-        reason = "stop_after"
-    ckpt.wait()
-    ckpt.close()
-    progress.close()
-    metrics_log.close()
-    if reason not in ("completed", "stop_after"):
-        events.emit("preempted", step=final_step, signal=reason)
-    if primary and cfg.log.plot:
-        plot_loss_curve(workdir)
-    events.emit("run_end", step=final_step, reason=reason, loss=last_loss)
-    return RunResult(final_step, final_step < cfg.steps, reason, last_loss)
+        final_step = int(jax.device_get(state.step))
+        if reason == "completed" and final_step < cfg.steps:
+            reason = "stop_after"
+        ckpt.wait()
+        progress.close()
+        if reason not in ("completed", "stop_after"):
+            events.emit("preempted", step=final_step, signal=reason)
+        if primary and cfg.log.plot:
+            plot_loss_curve(workdir)
+        events.emit("run_end", step=final_step, reason=reason, loss=last_loss)
+        return RunResult(final_step, final_step < cfg.steps, reason, last_loss)
 
 
 def _progress_bar(enabled: bool, start: int, total: int):

@@ -33,7 +33,8 @@ def assert_one_clear_error(proc, *fragments):
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--set", "mesh.data=3"], ["do not divide the 4 devices"]),
+    (["--set", "mesh.data=3"], ["= 3 devices, but 4 are available"]),
+    (["--set", "mesh.tensor=3"], ["do not divide the 4 devices"]),
     (["--set", "mesh.data=1", "--set", "mesh.tensor=4", "--set", "model.n_heads=2", "--set", "model.d_model=64"],
      ["model.n_heads=2 is not divisible by the tensor axis (4)"]),
     (["--set", "model.widht=3"], ["unknown config key `model.widht`"]),

@@ -1,0 +1,152 @@
+"""Plan a GPT run on a simulated cluster and compare the plan with naive ones. Modelled, not measured.
+
+    python -m experiments.plan_cluster --preset dgx-a100 --hosts 64 --model gpt-7.5b --json
+
+Prints one JSON object: `chosen` and `baselines` (each with `name`, `mesh`,
+`predicted_step_seconds`, feasibility and the comm/compute split), the predicted saving of the
+chosen plan over each baseline, and `calibration`: the cost model's predictions next to
+published measurements (`name`, `predicted`, `published`, `source`, `error`).
+
+Baselines:
+- pure data parallel: every device a replica (the default of a trainer without a planner);
+- tensor parallel across hosts: tensor groups of one GPU per host, 8 hosts each;
+- topology-oblivious order: the chosen axis sizes over device ids dealt round-robin across hosts,
+  which is what `jax.devices()` gives when the launcher places ranks cyclically (SLURM
+  `--distribution=cyclic`) and the mesh is built by reshaping it;
+- pure FSDP: ZeRO-3 over every device.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from experiments.configs.plan_cluster import PlanClusterConfig
+from holo_jax.errors import HoloError, exit_on_user_error
+from holo_jax.topology.cost import LinkModel
+from holo_jax.topology.model import Topology, replicate
+from holo_jax.topology.plan import (
+    AXES, MeshPlan, Workload, candidates, evaluate, evaluate_order, explain, host_orders,
+)
+from holo_jax.topology.presets import PRESETS, preset
+from holo_jax.topology.published import MODELS, calibration
+
+
+def parse_args(argv: Sequence[str] | None) -> PlanClusterConfig:
+    d = PlanClusterConfig()
+    p = argparse.ArgumentParser(prog="python -m experiments.plan_cluster", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default=d.preset, choices=sorted(PRESETS))
+    p.add_argument("--hosts", type=int, default=d.hosts)
+    p.add_argument("--model", default=d.model, choices=sorted(MODELS))
+    p.add_argument("--global-batch", type=int, default=d.global_batch)
+    p.add_argument("--microbatches", type=int, default=d.microbatches)
+    p.add_argument("--nic-gbit", type=float, default=d.nic_gbit, help="override every NIC's rate (Gb/s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the default prints a table)")
+    args = p.parse_args(argv)
+    args_cfg = {f.name: getattr(args, f.name) for f in dataclasses.fields(PlanClusterConfig)}
+    return PlanClusterConfig(**args_cfg), args.json
+
+
+def cluster(cfg: PlanClusterConfig) -> Topology:
+    topology = replicate(preset(cfg.preset), cfg.hosts)
+    if cfg.nic_gbit is not None:
+        nics = tuple(dataclasses.replace(n, rate_gbit=cfg.nic_gbit) for n in topology.nics)
+        topology = dataclasses.replace(topology, nics=nics, source=f"{topology.source}, NICs at {cfg.nic_gbit:g} Gb/s")
+    return topology
+
+
+def baselines(topology: Topology, work: Workload, chosen: MeshPlan) -> list[tuple[str, MeshPlan]]:
+    links = LinkModel(topology)
+    hosts = len(topology.hosts)
+    per_host = len(topology.gpus) // hosts
+    by_id = host_orders(topology)["device id"]
+    one = {"data": 1, "fsdp": 1, "tensor": 1}
+    out = [
+        ("pure data parallel",
+         evaluate(topology, work, {**one, "data": per_host}, {**one, "data": hosts}, "device id", by_id, links=links)),
+        ("pure FSDP (ZeRO-3 over all devices)",
+         evaluate(topology, work, {**one, "fsdp": per_host}, {**one, "fsdp": hosts}, "device id", by_id, links=links)),
+    ]
+    tensor = min(per_host, hosts)
+    if hosts % tensor == 0 and tensor > 1:
+        out.append((f"tensor parallel across hosts (tensor={tensor}, one GPU per host)",
+                    evaluate(topology, work, {**one, "data": per_host}, {**one, "tensor": tensor, "data": hosts // tensor},
+                             "device id", by_id, links=links)))
+    # Ranks dealt round-robin over hosts: consecutive device ids sit on different hosts.
+    cyclic = np.asarray(by_id).T.reshape(-1)
+    out.append(("topology-oblivious order (chosen sizes, ranks placed cyclically over hosts)",
+                evaluate_order(topology, work, chosen.axis_sizes, cyclic, "cyclic", links=links)))
+    return out
+
+
+def entry(name: str, p: MeshPlan, chosen: MeshPlan | None = None) -> dict[str, Any]:
+    est = p.estimate
+    row = {
+        "name": name,
+        "mesh": p.axis_sizes,
+        "within_host": p.within_host,
+        "across_hosts": p.across_hosts,
+        "order": p.order,
+        "predicted_step_seconds": est.step_s,
+        "predicted_compute_seconds": est.compute_s,
+        "predicted_comm_seconds": est.comm_s,
+        "comm_link": est.comm_link,
+        "memory_gib": est.memory.total / 2**30,
+        "feasible": p.feasible,
+        "problems": list(p.problems),
+    }
+    if chosen is not None:
+        # Fraction of the baseline's step time the chosen plan saves (negative: the baseline is faster).
+        row["chosen_saving"] = 1 - chosen.estimate.step_s / est.step_s
+    return row
+
+
+def run(cfg: PlanClusterConfig) -> dict[str, Any]:
+    topology = cluster(cfg)
+    model = MODELS[cfg.model]
+    work = Workload(model, cfg.global_batch, model.max_len, cfg.microbatches)
+    ranked = candidates(topology, work)
+    if not ranked[0].feasible:
+        raise HoloError(f"no plan fits {cfg.model} on {len(topology.gpus)} GPUs: {ranked[0].problems[0]}.")
+    chosen = dataclasses.replace(ranked[0], why=explain(ranked))
+    rows = calibration()
+    held_out = [abs(r["error"]) for r in rows if "[fitted]" not in r["name"]]
+    return {
+        "label": "modelled, not measured (alpha-beta cost model; see calibration)",
+        "cluster": {"preset": cfg.preset, "hosts": cfg.hosts, "gpus": len(topology.gpus), "source": topology.source},
+        "workload": {"model": cfg.model, "global_batch": cfg.global_batch, "seq_len": model.max_len,
+                     "microbatches": cfg.microbatches, "compute_dtype": model.compute_dtype, "remat": model.remat},
+        "chosen": {**entry("topology-aware plan", chosen), "why": chosen.why},
+        "baselines": [entry(name, p, chosen) for name, p in baselines(topology, work, chosen)],
+        "calibration": rows,
+        "calibration_error": {"mean_abs_held_out": sum(held_out) / len(held_out), "max_abs_held_out": max(held_out)},
+    }
+
+
+def table(out: dict[str, Any]) -> str:
+    lines = [f"{out['label']}", f"{out['cluster']['source']}; {out['workload']}", "",
+             f"chosen: {out['chosen']['mesh']} {out['chosen']['predicted_step_seconds']:.3f} s/step",
+             f"  {out['chosen']['why']}"]
+    for b in out["baselines"]:
+        flag = "" if b["feasible"] else f"  (infeasible: {b['problems'][0]})"
+        lines.append(f"{b['name']}: {' x '.join(str(b['mesh'][a]) for a in AXES)} "
+                     f"{b['predicted_step_seconds']:.3f} s/step, chosen saves {b['chosen_saving']:.1%}{flag}")
+    lines.append("")
+    for r in out["calibration"]:
+        lines.append(f"{r['predicted']:8.1f} predicted {r['published']:8.1f} published ({r['error']:+.1%})  {r['name']}")
+    return "\n".join(lines)
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> None:
+    cfg, as_json = parse_args(argv)
+    out = run(cfg)
+    print(json.dumps(out, indent=2) if as_json else table(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Document sources by name: the embedded offline corpus, local files and TFDS datasets.
+
+`make_source(cfg.data, split)` is what the trainer calls; the classes are public so tests
+and notebooks can build them directly.
+"""
+
+from __future__ import annotations
+
+from holo_jax.config import DataConfig
+from holo_jax.data.documents import Source, check_split, holdout_split, paragraph_chunks
+from holo_jax.data.local_files import LocalFilesSource
+from holo_jax.data.tfds_source import TFDS_DATASETS, TfdsSource
+from holo_jax.errors import HoloError
+
+# ~2 KB chunks turn the 79 help topics into several hundred documents: enough rows of
+# independent text for a global batch of 16-64 and a validation hold-out of a few dozen.
+_EMBEDDED_CHUNK_BYTES = 2048
+
+
+class EmbeddedSource:
+    """English prose shipped with CPython: the help topics of `pydoc_data.topics`.
+
+    ~465 KB of documentation text that is always present, so the default configuration
+    trains offline. Each topic is cut at blank lines into ~2 KB documents; the split is the
+    hash hold-out of `documents.holdout_split`. The text (and so the document count) is
+    that of the running CPython version.
+    """
+
+    def __init__(self, split: str = "train"):
+        from pydoc_data.topics import topics  # Lazy: only this source needs the 465 KB table.
+
+        check_split(split)
+        self.split = split
+        self._documents: list[str] = []
+        for name in sorted(topics):
+            data = topics[name].encode("utf-8")
+            for start, end in paragraph_chunks(data, _EMBEDDED_CHUNK_BYTES):
+                if holdout_split(data[start:end]) == split:
+                    self._documents.append(data[start:end].decode("utf-8"))
+
+    def num_documents(self) -> int:
+        return len(self._documents)
+
+    def document(self, index: int) -> str:
+        return self._documents[index]
+
+    def __repr__(self) -> str:
+        return f"EmbeddedSource(split={self.split!r})"
+
+
+SOURCE_NAMES = ("embedded", "files", *TFDS_DATASETS)
+
+
+def make_source(cfg: DataConfig, split: str) -> Source:
+    """The document source named by `cfg.source`, serving `split` ("train" or "validation")."""
+    check_split(split)
+    if cfg.source == "embedded":
+        return EmbeddedSource(split)
+    if cfg.source == "files":
+        if not cfg.paths:
+            raise HoloError(
+                "data.source=files needs data.paths, e.g. --set data.paths=corpus/*.txt,extra.jsonl."
+            )
+        return LocalFilesSource(cfg.paths, text_key=cfg.text_key, split=split)
+    if cfg.source in TFDS_DATASETS:
+        return TfdsSource(cfg.source, split, text_key=cfg.text_key, data_dir=cfg.tfds_data_dir or None)
+    raise HoloError(f"unknown data source `{cfg.source}`; valid sources are: {', '.join(SOURCE_NAMES)}.")

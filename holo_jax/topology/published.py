@@ -1,0 +1,111 @@
+"""Published measurements the cost model is checked against, and the GPT shapes they used.
+
+Every row is a number someone measured on real hardware, with where it was published; the
+cost model's prediction for the same setting is printed next to it. One of them is not a
+check but the fit: `CostParams.compute_efficiency` was chosen so that the first Megatron-LM
+row comes out right; the other rows test what was not fitted.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from holo_jax.config import ModelConfig
+from holo_jax.topology import workload as wl
+from holo_jax.topology.cost import LinkModel, all_reduce_s
+from holo_jax.topology.model import replicate
+from holo_jax.topology.plan import CostParams, Workload, evaluate, host_orders
+from holo_jax.topology.presets import dgx1_v100, dgx_a100
+
+MEGATRON = "Narayanan et al. 2021, Efficient Large-Scale Language Model Training on GPU Clusters Using Megatron-LM, Table 1"
+
+
+def _gpt(d_model: int, n_layers: int, n_heads: int) -> ModelConfig:
+    # Megatron-LM's GPT family: vocabulary 51,200, sequence 2,048, MLP 4 x width, bf16/fp16
+    # compute with activation recomputation (the paper's FLOP count assumes it).
+    return ModelConfig(vocab_size=51200, d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=4 * d_model,
+                       max_len=2048, compute_dtype="bfloat16", remat="full")
+
+
+# The model shapes of Narayanan et al. 2021, Table 1, rows without pipeline parallelism.
+MODELS: dict[str, ModelConfig] = {
+    "gpt-1.7b": _gpt(2304, 24, 24),
+    "gpt-3.6b": _gpt(3072, 30, 32),
+    "gpt-7.5b": _gpt(4096, 36, 32),
+    "gpt-18.4b": _gpt(6144, 40, 48),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MegatronRow:
+    model: str
+    gpus: int
+    tensor: int
+    batch: int
+    tflops_per_gpu: float  # achieved, end to end, A100 80GB on Selene (DGX A100 nodes)
+
+
+MEGATRON_ROWS = (
+    MegatronRow("gpt-1.7b", 32, 1, 512, 137.0),  # the row CostParams.compute_efficiency is fitted to
+    MegatronRow("gpt-3.6b", 64, 2, 512, 138.0),
+    MegatronRow("gpt-7.5b", 128, 4, 512, 142.0),
+    MegatronRow("gpt-18.4b", 256, 8, 1024, 135.0),
+)
+
+# (name, preset builder, hosts, GPUs of host 0 in the group (None: all), published GB/s, source)
+NCCL_ROWS = (
+    ("all-reduce bus bandwidth, 2 A100 joined by 12 NVLinks (GB/s)", dgx_a100, 1, [0, 1], 208.0,
+     "NVIDIA/nccl-tests issue 178 (all_reduce_perf between two NV12-connected A100s)"),
+    ("all-reduce bus bandwidth, 8 A100 on NVSwitch (GB/s)", dgx_a100, 1, None, 200.0,
+     "NVIDIA/nccl-tests issue 149 (8x A100-SXM4-80GB, HPE Apollo 6500: 'a busbw of ~200 GB/s')"),
+    ("all-reduce bus bandwidth between DGX A100 nodes, 8 HDR NICs each (GB/s)", dgx_a100, 2, None, 192.0,
+     "NVIDIA developer blog, Accelerating IO in the Modern Data Center: Network IO (2020): 'DGX A100 at 192 GB/s'"),
+    ("all-reduce bus bandwidth between DGX-1 nodes, 4 EDR NICs each (GB/s)", dgx1_v100, 2, None, 48.0,
+     "same NVIDIA blog: 'DGX-1 at 48 GB/s'"),
+)
+
+
+def megatron_prediction(row: MegatronRow, params: CostParams = CostParams()) -> float:
+    """Predicted TFLOP/s per GPU for a Table 1 row: tensor parallel inside each DGX A100, data
+    parallel over the rest, as the paper ran them. `step_flops` is the paper's equation (3)."""
+    model = MODELS[row.model]
+    topology = replicate(dgx_a100(), row.gpus // 8)
+    # Megatron-LM all-reduces fp16 gradients unless --accumulate-allreduce-grads-in-fp32 (an
+    # opt-in switch) is given.
+    work = Workload(model, row.batch, model.max_len, grad_bytes=2)
+    within = {"data": 8 // row.tensor, "fsdp": 1, "tensor": row.tensor}
+    across = {"data": row.gpus // 8, "fsdp": 1, "tensor": 1}
+    order = host_orders(topology)["NVLink path"]
+    step_s = evaluate(topology, work, within, across, "NVLink path", order, params).estimate.step_s
+    return wl.step_flops(model, row.batch, model.max_len) / row.gpus / step_s / 1e12
+
+
+def bus_bandwidth_prediction(preset, hosts: int, gpus: list[int] | None, nbytes: float = 2**30) -> float:
+    """Bus bandwidth (nccl-tests' definition) the model predicts for a 1 GiB all-reduce."""
+    topology = replicate(preset(), hosts)
+    links = LinkModel(topology)
+    members = range(len(topology.gpus)) if gpus is None else [topology.position[i] for i in gpus]
+    group = links.group(list(members))
+    n = group.ranks
+    return 2 * (n - 1) / n * nbytes / all_reduce_s(nbytes, group) / 1e9
+
+
+def calibration(params: CostParams = CostParams()) -> list[dict[str, Any]]:
+    rows = [
+        {
+            "name": f"Megatron-LM {row.model}, {row.gpus}x A100, tensor {row.tensor} (TFLOP/s per GPU)"
+                    + (" [fitted]" if row is MEGATRON_ROWS[0] else ""),
+            "predicted": megatron_prediction(row, params),
+            "published": row.tflops_per_gpu,
+            "source": MEGATRON,
+        }
+        for row in MEGATRON_ROWS
+    ]
+    rows += [
+        {"name": name, "predicted": bus_bandwidth_prediction(preset, hosts, gpus), "published": published,
+         "source": source}
+        for name, preset, hosts, gpus, published, source in NCCL_ROWS
+    ]
+    for row in rows:
+        row["error"] = row["predicted"] / row["published"] - 1
+    return rows
