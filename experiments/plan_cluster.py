@@ -36,7 +36,8 @@ from holo_jax.topology.presets import PRESETS, preset
 from holo_jax.topology.published import MODELS, calibration
 
 
-def parse_args(argv: Sequence[str] | None) -> PlanClusterConfig:
+def parse_args(argv: Sequence[str] | None) -> tuple[PlanClusterConfig, bool]:
+    """The config, and whether to print JSON."""
     d = PlanClusterConfig()
     p = argparse.ArgumentParser(prog="python -m experiments.plan_cluster", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default=d.preset, choices=sorted(PRESETS))
@@ -47,8 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> PlanClusterConfig:
     p.add_argument("--nic-gbit", type=float, default=d.nic_gbit, help="override every NIC's rate (Gb/s)")
     p.add_argument("--json", action="store_true", help="print one JSON object (the default prints a table)")
     args = p.parse_args(argv)
-    args_cfg = {f.name: getattr(args, f.name) for f in dataclasses.fields(PlanClusterConfig)}
-    return PlanClusterConfig(**args_cfg), args.json
+    return PlanClusterConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PlanClusterConfig)}), args.json
 
 
 def cluster(cfg: PlanClusterConfig) -> Topology:

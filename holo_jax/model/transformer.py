@@ -182,7 +182,11 @@ class Decoder(nn.Module):
         if t > cfg.max_len:
             raise ValueError(f"sequence length {t} exceeds model.max_len={cfg.max_len}")
         dtype = jnp.dtype(cfg.compute_dtype)
-        x_btd = jnp.take(self.embedding, tokens_bt, axis=0) + self.position_embedding[:t]
+        # Gather from a table whose width is all-gathered first (as FSDP does for every weight it
+        # uses): gathering from an fsdp-sharded width yields width-sharded rows that the SPMD
+        # partitioner can only reshard to batch-sharded rows by replicating the whole activation.
+        table_vd = _constrain(self.embedding, "vocab", None)
+        x_btd = jnp.take(table_vd, tokens_bt, axis=0) + _constrain(self.position_embedding[:t], None, None)
         x_btd = _constrain(x_btd.astype(dtype), "batch", "length", "act_embed")
         if cfg.scan_layers:
             x_btd, weights_lbnts = self.blocks(x_btd, deterministic)

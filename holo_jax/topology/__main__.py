@@ -36,6 +36,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     source.add_argument("--topology", metavar="FILE_OR_PRESET",
                         help=f"a topology JSON/YAML file or a preset: {', '.join(PRESETS)}")
     p.add_argument("--hosts", type=int, default=None, help="replicate a one-host topology over N identical hosts")
+    p.add_argument("--nic-gbit", type=float, default=None,
+                   help="rate (Gb/s) to assume for NICs whose rate the input does not give, e.g. a pasted matrix")
     p.add_argument("--model", choices=sorted(MODELS), help="plan for a published GPT shape instead of the default")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field, e.g. global_batch=512 or model.remat=full")
@@ -49,11 +51,13 @@ def load_topology(args: argparse.Namespace) -> tuple[Topology, list[Probe]]:
     if args.nvidia_smi_topo:
         topology, probes = nvidia_smi.parse_file(args.nvidia_smi_topo), []
     elif args.topology:
-        is_file = Path(args.topology).exists() or Path(args.topology).suffix
-        topology, probes = (Topology.load(args.topology) if is_file else preset(args.topology)), []
+        looks_like_file = Path(args.topology).suffix or Path(args.topology).exists()
+        topology, probes = (Topology.load(args.topology) if looks_like_file else preset(args.topology)), []
     else:
         found = detect()
         topology, probes = found.topology, list(found.probes)
+    if args.nic_gbit is not None:
+        topology = dataclasses.replace(topology, links=dataclasses.replace(topology.links, default_nic_gbit=args.nic_gbit))
     if args.hosts is not None:
         topology = replicate(topology, args.hosts)
     return topology, probes
@@ -100,7 +104,8 @@ def render(out: dict[str, Any]) -> str:
     lines.append("mesh plan: " + " x ".join(f"{a}={plan['axis_sizes'][a]}" for a in AXES))
     lines.append(plan["why"])
     for c in out.get("candidates", []):
-        lines.append(f"  {'  ' if c['feasible'] else 'x '}{c['summary']}" + (f" [{c['problems'][0]}]" if c["problems"] else ""))
+        mark, problem = ("  ", "") if c["feasible"] else ("x ", f" [{c['problems'][0]}]")
+        lines.append(f"  {mark}{c['summary']}{problem}")
     return "\n".join(lines)
 
 

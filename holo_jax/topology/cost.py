@@ -32,7 +32,7 @@ from holo_jax.topology.model import Topology
 
 @dataclasses.dataclass(frozen=True)
 class GroupLink:
-    kind: str  # "nvlink", "pcie" or "network": the class of the bottleneck
+    kind: str  # "network" if the group spans hosts, else its intra-host class: "nvlink" or "pcie"
     ranks: int
     hosts: int
     ranks_per_host: int
@@ -48,11 +48,15 @@ def ring_all_reduce_s(nbytes: float, g: GroupLink) -> float:
     return g.base_latency_s + steps + 2 * (n - 1) / n * nbytes / (g.bus_gbyte * 1e9)
 
 
+# NCCL's tuning model credits trees with 90% of the ring's bus bandwidth (tuning.cc, `busBw*.9`).
+TREE_BANDWIDTH = 0.9
+
+
 def tree_all_reduce_s(nbytes: float, g: GroupLink) -> float:
     """NCCL's double binary tree across hosts (a chain inside each): log-depth latency, and
     every rank sends and receives the whole buffer once per phase (reduce, then broadcast)."""
     depth = (g.ranks_per_host - 1) * g.intra_latency_s + math.ceil(math.log2(g.hosts)) * g.inter_latency_s
-    return g.base_latency_s + 2 * depth + 2 * nbytes / (g.bus_gbyte * 1e9)
+    return g.base_latency_s + 2 * depth + 2 * nbytes / (TREE_BANDWIDTH * g.bus_gbyte * 1e9)
 
 
 def all_reduce_s(nbytes: float, g: GroupLink) -> float:
@@ -195,7 +199,7 @@ def _has_ring(members: list[int], count: dict[tuple[int, int], int]) -> bool:
     if len(members) == 2:
         return (members[0], members[1]) in count
     if len(members) > 8:
-        return True  # members share one island, i.e. are connected
+        return True  # an approximation: larger switchless groups are assumed ringable, not searched
     first, *rest = members
     return any(
         all((a, b) in count for a, b in zip((first, *order), (*order, first)))

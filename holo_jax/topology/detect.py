@@ -71,11 +71,16 @@ def detect(
     if len(processes) % per_host:
         raise HoloError(f"{len(processes)} JAX processes do not split into hosts of {per_host} process(es) each.")
     hosts = len(processes) // per_host
+    if len(devs) % hosts:
+        raise HoloError(f"JAX sees {len(devs)} GPUs on {hosts} hosts, not the same number per host; "
+                        f"describe the cluster in a topology file instead (--topology FILE).")
     host = _visible(host, len(devs) // hosts, env, probes)
     return Detection(replicate(host, hosts), tuple(probes))
 
 
-def _probe_host(smi: Callable[[], str], nvml_module: Any, sysfs_root: Path, jax_kind: str):
+def _probe_host(
+    smi: Callable[[], str], nvml_module: Any, sysfs_root: Path, jax_kind: str
+) -> tuple[Topology | None, list[Probe]]:
     probes: list[Probe] = []
     host: Topology | None = None
     try:
@@ -122,20 +127,25 @@ def _merge_nics(host: Topology, adapters: dict[str, tuple[float | None, str | No
 
 
 def _visible(host: Topology | None, per_host: int, env: Mapping[str, str], probes: list[Probe]) -> Topology:
-    """The host's GPUs in CUDA ordinal order (what `local_hardware_id` counts), `per_host` of them.
+    """The host's GPUs in the order JAX numbers them (`local_hardware_id`), `per_host` of them.
 
     CUDA numbers the GPUs listed in CUDA_VISIBLE_DEVICES in the listed order, otherwise in PCI
-    order, which is NVML's and nvidia-smi's order on servers of identical GPUs.
+    order, which is NVML's and nvidia-smi's order on servers of identical GPUs. When several
+    processes share a host (one GPU each, say), their devices are taken in local-rank order.
     """
-    visible = env.get("CUDA_VISIBLE_DEVICES")
-    wanted = [int(v) for v in visible.split(",")] if visible and all(
-        v.strip().isdigit() for v in visible.split(",")) else None
+    visible = env.get("CUDA_VISIBLE_DEVICES", "")
+    listed = [int(v) for v in visible.split(",")] if visible and all(
+        v.strip().isdigit() for v in visible.split(",")) else []
     if host is not None:
-        wanted = wanted or [g.index for g in host.gpus][:per_host]
-        if len(wanted) == per_host and all(i in host.position for i in wanted):
-            return _restrict(host, wanted)
-        probes.append(Probe("layout", False, f"JAX uses {per_host} GPUs per host but the probes describe "
-                            f"{len(host.gpus)} that cannot be matched to them; links are ignored"))
+        if len(listed) == per_host and all(i in host.position for i in listed):
+            probes.append(Probe("layout", True, f"GPUs {listed} of each host, from CUDA_VISIBLE_DEVICES"))
+            return _restrict(host, listed)
+        if len(host.gpus) >= per_host:
+            first = [g.index for g in host.gpus][:per_host]
+            probes.append(Probe("layout", True, f"GPUs {first} of each host, in PCI order"))
+            return _restrict(host, first)
+        probes.append(Probe("layout", False, f"JAX uses {per_host} GPUs per host but the probes found only "
+                            f"{len(host.gpus)}; NVLinks and NICs are ignored"))
     return Topology(hosts=("localhost",), gpus=tuple(Gpu(index=i, host=0) for i in range(per_host)),
                     device=host.device if host else DeviceSpec("unknown GPU"), source="jax gpu devices")
 

@@ -20,8 +20,8 @@ from typing import Any, Iterable
 from holo_jax.errors import HoloError
 from holo_jax.topology import serialize
 
-# PCIe/SMP path classes of `nvidia-smi topo -m`, nearest first. SOC is what drivers before
-# ~384 printed for today's SYS ("PCIe as well as the SMP link between CPU sockets").
+# PCIe/SMP path classes of `nvidia-smi topo -m`, nearest first. SOC is what older drivers
+# printed for today's SYS ("PCIe as well as the SMP link between CPU sockets (e.g. QPI)").
 PATH_RANK: dict[str, int] = {"PIX": 1, "PXB": 2, "PHB": 3, "NODE": 4, "SYS": 5, "SOC": 5}
 
 # No NVIDIA GPU so far has more than 18 NVLinks (H100 and B200 SXM). On NVSwitch systems
@@ -84,7 +84,8 @@ class DeviceSpec:
 
 @dataclasses.dataclass(frozen=True)
 class LinkSpec:
-    """Per-link-class figures for the alpha-beta model. Presets cite where each comes from.
+    """Per-link-class figures for the alpha-beta model; the defaults are the cited figures of
+    `holo_jax.topology.presets` (NVLink 2.0-4.0, NCCL's latencies), used for parsed matrices.
 
     Bandwidths are per GPU and per direction, as datasheets state them divided by two where
     they quote bidirectional totals; `*_efficiency` turns a peak into what a collective

@@ -35,6 +35,9 @@ class _Line:
     tokens: list[str]
 
 
+_Rows = dict[str, tuple[_Line, list[str]]]  # row label -> (its line, its values)
+
+
 def parse(text: str, *, source: str = "nvidia-smi topo -m", host: str = "localhost") -> Topology:
     """A one-host `Topology` from `nvidia-smi topo -m` output; HoloError if it is garbled."""
     lines = [_Line(i + 1, _clean(raw).split()) for i, raw in enumerate(text.splitlines())]
@@ -49,7 +52,7 @@ def parse(text: str, *, source: str = "nvidia-smi topo -m", host: str = "localho
         )
     labels, attributes = _header(header, source)
 
-    rows: dict[str, tuple[_Line, list[str]]] = {}
+    rows: _Rows = {}
     end = header_at + 1  # index of the first line after the matrix
     for ln in lines[header_at + 1:]:
         label = ln.tokens[0] if ln.tokens else None
@@ -119,10 +122,13 @@ def _header(line: _Line, source: str) -> tuple[list[str], list[str]]:
 def _row(ln: _Line, labels: list[str], attributes: list[str], source: str) -> list[str]:
     label, values = ln.tokens[0], ln.tokens[1:]
     n = len(labels)
-    if len(values) < n:
+    # GPU rows carry one value per attribute column; NIC rows none (or, in some versions, all).
+    expected = [n + len(attributes)] if _GPU.match(label) else sorted({n, n + len(attributes)})
+    if len(values) not in expected:
+        columns = f"{n} device columns" + (f" and {', '.join(attributes)}" if attributes else "")
         raise HoloError(
-            f"{source}, line {ln.number}: row {label} has {len(values)} entries but the header has {n} device "
-            f"columns (truncated or garbled line?)."
+            f"{source}, line {ln.number}: row {label} has {len(values)} values but the header has {columns} "
+            f"({' or '.join(map(str, expected))} values); a cell is missing or extra (truncated or garbled line?)."
         )
     for j, code in enumerate(values[:n]):
         if not _RELATION.match(code):
@@ -134,25 +140,16 @@ def _row(ln: _Line, labels: list[str], attributes: list[str], source: str) -> li
             where = "on" if labels[j] == label else "off"
             raise HoloError(
                 f"{source}, line {ln.number}: row {label}, column {labels[j]} is `{code}` {where} the diagonal; "
-                f"only a device's own column is X (columns shifted?)."
+                f"only a device's own column is X."
             )
-    extra = len(values) - n
-    # NIC rows carry no affinity values; GPU rows carry one per attribute column.
-    allowed = {0, len(attributes)} if not _GPU.match(label) else {len(attributes)}
-    if extra not in allowed:
-        raise HoloError(
-            f"{source}, line {ln.number}: row {label} has {extra} values after the matrix but the header has "
-            f"{len(attributes)} ({', '.join(attributes) or 'none'})."
-        )
     return values
 
 
-def _check_symmetric(relation: dict[tuple[str, str], str], labels: list[str], rows, source: str) -> None:
+def _check_symmetric(relation: dict[tuple[str, str], str], labels: list[str], rows: _Rows, source: str) -> None:
     for i, a in enumerate(labels):
         for b in labels[i + 1:]:
             ab, ba = relation[a, b], relation[b, a]
-            norm = {"SOC": "SYS"}
-            if norm.get(ab, ab) != norm.get(ba, ba):
+            if PATH_RANK.get(ab, ab) != PATH_RANK.get(ba, ba):  # SOC and SYS are the same path
                 raise HoloError(
                     f"{source}, lines {rows[a][0].number} and {rows[b][0].number}: {a}->{b} is {ab} but "
                     f"{b}->{a} is {ba}; the matrix must be symmetric (garbled paste?)."
@@ -180,7 +177,8 @@ def _nic_legend(lines: list[_Line], labels: list[str], source: str) -> dict[str,
     return legend
 
 
-def _topology(labels, attributes, rows, relation, legend, source, host) -> Topology:
+def _topology(labels: list[str], attributes: list[str], rows: _Rows, relation: dict[tuple[str, str], str],
+              legend: dict[str, str], source: str, host: str) -> Topology:
     gpu_labels = [lab for lab in labels if _GPU.match(lab)]
     nic_labels = [lab for lab in labels if not _GPU.match(lab)]
     nic_name = {lab: legend.get(lab, lab) for lab in nic_labels}

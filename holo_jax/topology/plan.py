@@ -294,7 +294,8 @@ def _problems(work: Workload, sizes: dict[str, int], est: StepEstimate):
     if work.global_batch % (d * f):
         yield f"batch: global batch {work.global_batch} is not divisible by data*fsdp={d * f}"
     elif (work.global_batch // (d * f)) % work.microbatches:
-        yield f"batch: per-replica batch {work.global_batch // (d * f)} is not divisible by {work.microbatches} microbatches"
+        yield (f"batch: per-replica batch {work.global_batch // (d * f)} is not divisible by "
+               f"{work.microbatches} microbatches")
     if est.memory_budget_bytes is not None and est.memory.total > est.memory_budget_bytes:
         yield (f"memory: needs {est.memory.total / 2**30:.1f} GiB per device, "
                f"budget {est.memory_budget_bytes / 2**30:.1f} GiB")

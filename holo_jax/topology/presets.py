@@ -5,12 +5,13 @@ GPU and per direction. "Peak" figures come from NVIDIA datasheets; efficiencies 
 achieves of a peak) come from published measurements or NCCL's own tuning model:
 
 - NVLink efficiency 0.78: NCCL's tuning model caps A100 (sm80) all-reduce bus bandwidth at
-  235 GB/s of the 300 GB/s peak (NVIDIA/nccl src/graph/tuning.cc, `compCap80` cap, 2.7-2.8).
+  235 GB/s of the 300 GB/s peak (NVIDIA/nccl src/graph/tuning.cc, the `compCap80` cap).
 - NIC efficiency 0.96: NVIDIA measured 192 GB/s over the eight 200 Gb/s HDR adapters of a
   DGX A100 on Selene, 24 of 25 GB/s per adapter ("Accelerating IO in the Modern Data Center:
   Network IO", NVIDIA developer blog, Oct 2020).
-- PCIe efficiency 0.44: 8 GPUs on PCIe reach 28 GB/s all-reduce bus bandwidth of 64 GB/s peak,
-  bounded by CPU and memory bandwidth as the NCCL maintainer explains (NVIDIA/nccl issue 1639).
+- PCIe efficiency 0.44: 8 RTX 5090 on PCIe Gen5 reach 28 GB/s all-reduce bus bandwidth of the
+  64 GB/s peak, bounded by CPU and memory bandwidth as the NCCL maintainer explains there
+  (NVIDIA/nccl issue 1639); applied to every PCIe generation alike.
 - Latencies: NCCL's per-step hardware latencies for the Simple protocol ring (NVLink 3.4 us,
   PCIe 5.7 us, network 9.6 us) and its 8.4 us base latency (same tuning.cc).
 """
@@ -83,8 +84,8 @@ def dgx_a100() -> Topology:
 def dgx_h100() -> Topology:
     # DGX H100: 8x H100-SXM5-80GB on four third-generation NVSwitches, 18 NVLink 4.0 links per
     # GPU (900 GB/s bidirectional, H100 datasheet); 8 single-port ConnectX-7 400 Gb/s NDR
-    # InfiniBand adapters for compute (DGX H100 datasheet), each GPU behind a PCIe switch with
-    # its own. Its 989 TFLOP/s BF16 is dense: the 1979 TFLOP/s headline assumes 2:4 sparsity.
+    # InfiniBand adapters for compute, one per GPU (DGX H100 datasheet; the PIX path class below
+    # is an assumption). Its 989 TFLOP/s BF16 is dense: the 1979 TFLOP/s headline assumes 2:4 sparsity.
     # The 0.78 NVLink efficiency is A100's carried over (NVLink SHARP, which reaches more, is
     # not modelled).
     return _host(
@@ -126,7 +127,8 @@ def dgx1_v100() -> Topology:
 def pcie_8gpu() -> Topology:
     # 8x L40S on PCIe Gen4 x16 (64 GB/s bidirectional, L40S datasheet), no NVLink; two NUMA
     # nodes of four GPUs (NODE within, SYS across), as in tests/topology/fixtures/12; 48 GB each
-    # (L40S datasheet). That server's NIC rate is not published: one 100 Gb/s Ethernet (RoCE) port is an ASSUMPTION, not a citation.
+    # (L40S datasheet). That server's NIC rate is not published: one 100 Gb/s Ethernet (RoCE)
+    # port is an ASSUMPTION, not a citation.
     return _host(
         "pcie-8gpu",
         DeviceSpec("L40S-48GB", 48 * 10**9, peak_flops("L40S")),

@@ -8,12 +8,12 @@ row comes out right; the other rows test what was not fitted.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 from holo_jax.config import ModelConfig
 from holo_jax.topology import workload as wl
 from holo_jax.topology.cost import LinkModel, all_reduce_s
-from holo_jax.topology.model import replicate
+from holo_jax.topology.model import Topology, replicate
 from holo_jax.topology.plan import CostParams, Workload, evaluate, host_orders
 from holo_jax.topology.presets import dgx1_v100, dgx_a100
 
@@ -80,7 +80,9 @@ def megatron_prediction(row: MegatronRow, params: CostParams = CostParams()) -> 
     return wl.step_flops(model, row.batch, model.max_len) / row.gpus / step_s / 1e12
 
 
-def bus_bandwidth_prediction(preset, hosts: int, gpus: list[int] | None, nbytes: float = 2**30) -> float:
+def bus_bandwidth_prediction(
+    preset: Callable[[], Topology], hosts: int, gpus: list[int] | None, nbytes: float = 2**30
+) -> float:
     """Bus bandwidth (nccl-tests' definition) the model predicts for a 1 GiB all-reduce."""
     topology = replicate(preset(), hosts)
     links = LinkModel(topology)
