@@ -21,6 +21,7 @@ class EventLog:
         self.enabled = enabled
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _end_torn_line(self.path)
 
     def emit(self, kind: str, **fields: Any) -> None:
         if not self.enabled:
@@ -33,10 +34,27 @@ class EventLog:
             os.fsync(f.fileno())
 
     def read(self) -> list[dict]:
+        """All complete records (a line torn by a crash mid-write is skipped)."""
         if not self.path.exists():
             return []
-        with open(self.path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        records = []
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return records
+
+
+def _end_torn_line(path: Path) -> None:
+    """If a crash left a partial last line, end it so the next record starts on its own line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+            f.write(b"\n")
 
 
 def _jsonable(x: Any) -> Any:

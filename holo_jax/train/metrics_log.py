@@ -3,7 +3,8 @@
 metrics.jsonl holds one JSON object per logged step (`step`, `loss`, ...). It is append-only and
 flushed per line. When a run resumes from a checkpoint at step k, rows for steps after k (logged
 before a crash, but whose state was never saved) are superseded by the steps the resumed run
-recomputes; `truncate_after` drops them atomically so the file stays one row per step.
+recomputes; `truncate_after` drops them atomically so the file stays one row per step. A last
+line torn by a crash mid-write is dropped the same way, never appended to.
 """
 from __future__ import annotations
 
@@ -40,9 +41,9 @@ class MetricsLog:
         """Drop rows with `step > step`; returns how many were dropped."""
         if not self.enabled or not self.path.exists():
             return 0
-        rows = read_jsonl(self.path)
+        rows, torn = _read_rows(self.path)
         kept = [r for r in rows if r.get("step", 0) <= step]
-        if len(kept) == len(rows):
+        if len(kept) == len(rows) and not torn:
             return 0
         tmp = self.path.with_suffix(".jsonl.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -58,8 +59,21 @@ class MetricsLog:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The rows of a JSON-lines file; a line torn by a crash mid-write is skipped."""
+    return _read_rows(path)[0]
+
+
+def _read_rows(path: str | Path) -> tuple[list[dict], int]:
+    rows, torn = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                torn += 1
+    return rows, torn
 
 
 def _scalar(v: Any) -> Any:

@@ -76,3 +76,15 @@ def test_resume_with_different_model_is_refused(tmp_path):
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, d_model=128))
     with pytest.raises(HoloError, match="different `model` setting"):
         train(cfg, tmp_path)
+
+
+def test_resume_survives_lines_torn_by_a_crash(tmp_path):
+    cfg = small(6)
+    train(cfg, tmp_path, stop_after=4)
+    for name in ("metrics.jsonl", "events.jsonl"):
+        with open(tmp_path / name, "a") as f:
+            f.write('{"step": 5, "loss": 1.2')  # killed mid-write: no closing brace, no newline
+    train(cfg, tmp_path)
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    kinds = [e["kind"] for e in EventLog(tmp_path / "events.jsonl").read()]
+    assert kinds.count("run_end") == 2 and "resume" in kinds
