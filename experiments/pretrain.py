@@ -52,4 +52,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     from holo_jax.errors import exit_on_user_error
 
-    sys.exit(exit_on_user_error(main)())
+    sys.exit(exit_on_user_error(main, hard_exit=True)())

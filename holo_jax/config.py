@@ -31,7 +31,8 @@ class ModelConfig:
     compute_dtype: str = "float32"
     # Scanning the layer stack keeps compile time flat in depth.
     scan_layers: bool = True
-    # Rematerialisation policy name (see holo_jax.model.transformer.REMAT_POLICIES).
+    # Rematerialisation policy: a name from holo_jax.memory.REMAT_POLICIES, or "auto" to let the
+    # trainer compile the candidates and take the least-recompute one that fits `memory.budget_bytes`.
     remat: str = "none"
     # Pad the embedding table to a multiple of this so the logits matmul tiles well
     # (the same trick as nanoGPT's 50257 -> 50304).
@@ -53,6 +54,10 @@ class MeshConfig:
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
+    # "auto": while the sizes above are left at their defaults, the topology planner
+    # (holo_jax.topology) chooses sizes and device order; setting any size means you choose.
+    # "manual": always use the sizes above, in process-major device order.
+    plan: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +101,33 @@ class LogConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MemoryConfig:
+    """How `model.remat=auto` chooses a policy (holo_jax.memory.plan_remat)."""
+
+    # Per-device budget for one train step; 0 = 90% of the memory the device reports. GPUs and
+    # TPUs report it, CPUs do not, so a CPU run with remat=auto must set it.
+    budget_bytes: int = 0
+    # Policies to consider; empty = every registered one (offload ones only where they save memory).
+    policies: tuple[str, ...] = ()
+    # Microbatch counts tried: `microbatches`, doubled while it divides the batch, up to this.
+    max_microbatches: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class GradCommConfig:
+    """How data-parallel gradients are averaged over the slow mesh axes (holo_jax.parallel.data_parallel)."""
+
+    # fp32: the compiler's exact reduction (nothing added to the step); bf16 | int8 | int4: a
+    # two-phase all-reduce of blockwise-encoded gradients (holo_jax.parallel.collectives).
+    scheme: str = "fp32"
+    block_size: int = 256  # values per block, each with one float32 scale (even: int4 packs pairs)
+    rounding: str = "nearest"  # nearest | stochastic (unbiased)
+    error_feedback: bool = True  # add what quantization dropped back into the next step
+    # Mesh axes the encoded all-reduce runs over: pure data-parallel axes, the ones across hosts.
+    axes: tuple[str, ...] = ("data",)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = ModelConfig()
     mesh: MeshConfig = MeshConfig()
@@ -103,6 +135,8 @@ class TrainConfig:
     optim: OptimConfig = OptimConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     log: LogConfig = LogConfig()
+    memory: MemoryConfig = MemoryConfig()
+    grad_comm: GradCommConfig = GradCommConfig()
     steps: int = 200
     global_batch: int = 16
     microbatches: int = 1  # gradient accumulation: the global batch is split into this many

@@ -7,6 +7,7 @@ input never shows up as a wall of XLA internals.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable, TypeVar
 
@@ -17,8 +18,10 @@ class HoloError(Exception):
     """A problem with the user's input or environment, explained in one sentence."""
 
 
-def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a CLI `main` so a `HoloError` prints `error: <sentence>` and exits with status 2."""
+def exit_on_user_error(main: Callable[..., T], *, hard_exit: bool = False) -> Callable[..., T]:
+    """Wrap a CLI `main` so a `HoloError` prints `error: <sentence>` and exits with status 2.
+
+    `hard_exit` skips interpreter teardown (for entry points that touch orbax, see below)."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
@@ -26,6 +29,13 @@ def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
             return main(*args, **kwargs)
         except HoloError as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
+            if not hard_exit:
+                raise SystemExit(2) from None
+            sys.stdout.flush()
+            # Exit without interpreter teardown: after a failed checkpoint read, tensorstore's
+            # reader threads still call back into orbax's closed asyncio loop and would print
+            # tracebacks under the one-sentence error. Our own files are closed or fsynced by
+            # now (context managers, EventLog), so there is nothing left to flush.
+            os._exit(2)
 
     return wrapped

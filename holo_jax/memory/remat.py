@@ -1,14 +1,15 @@
 """Named rematerialisation policies, applied per scanned layer.
 
 A policy decides which intermediate values of a layer's forward pass are kept for the
-backward pass; the rest are recomputed. They are built from `jax.checkpoint_policies` and the
+backward pass; the rest are recomputed (or, for the offload variants, parked in pinned host
+memory and copied back). They are built from `jax.checkpoint_policies` and the
 `checkpoint_name` tags the model puts on its projections (see
 `holo_jax.model.transformer.CHECKPOINT_NAMES`). A dict, not an if/elif chain, so a policy is
-one line and the planner can enumerate them.
+one line and the planner (`holo_jax.memory.planner`) can enumerate them.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 
@@ -16,21 +17,59 @@ from holo_jax.errors import HoloError
 
 cp = jax.checkpoint_policies
 
+# `model.remat` value that asks the trainer to choose a policy with the planner.
+AUTO = "auto"
+
 _QKV = ("query_proj", "key_proj", "value_proj")
+_PROJECTIONS = (*_QKV, "attention_out", "mlp_hidden", "mlp_out")
+
+
+def _offload(*names: str) -> Callable:
+    """Keep `names` in pinned host memory instead of device memory; recompute everything else."""
+    return cp.save_and_offload_only_these_names(
+        names_which_can_be_saved=(), names_which_can_be_offloaded=names,
+        offload_src="device", offload_dst="pinned_host",
+    )
+
 
 # name -> policy (None means: no remat at all, every activation is saved).
 REMAT_POLICIES: dict[str, Callable | None] = {
     "none": None,  # save everything: no recomputation
     "full": cp.nothing_saveable,  # save nothing: recompute the whole layer
-    "dots": cp.dots_saveable,  # keep matmul outputs, recompute elementwise ops
+    "dots": cp.dots_saveable,  # keep matmul outputs (attention scores too), recompute elementwise ops
     "dots_no_batch": cp.dots_with_no_batch_dims_saveable,  # keep only weight matmuls
     "save_qkv": cp.save_only_these_names(*_QKV),
     "save_attention_out": cp.save_only_these_names("attention_out"),
-    "minimal": cp.save_only_these_names(*_QKV, "attention_out", "mlp_hidden", "mlp_out"),
+    "minimal": cp.save_only_these_names(*_PROJECTIONS),  # every named projection
+    # Offload variants: the same choices, but the kept values live in host memory.
+    "offload_dots_no_batch": cp.offload_dot_with_no_batch_dims("device", "pinned_host"),
+    "offload_qkv": _offload(*_QKV),
+    "offload_minimal": _offload(*_PROJECTIONS),
 }
+
+# Policies whose saving is host memory. Where host and device memory are the same RAM (CPU)
+# they compile and run, but their figures equal the matching save policy's: no saving shows.
+OFFLOAD_POLICIES = frozenset(name for name in REMAT_POLICIES if name.startswith("offload_"))
 
 
 def remat_policy(name: str) -> Callable | None:
+    """The `jax.checkpoint` policy registered under `name` (None for "none")."""
+    if name == AUTO:
+        raise HoloError(
+            "remat=auto is resolved by the trainer's memory planner before the model is built; "
+            "build the model with a concrete policy (holo_jax.memory.plan_remat chooses one)."
+        )
     if name not in REMAT_POLICIES:
-        raise HoloError(f"unknown remat policy `{name}`; choose one of: {', '.join(REMAT_POLICIES)}.")
+        raise HoloError(
+            f"unknown remat policy `{name}`; choose `{AUTO}` or one of: {', '.join(REMAT_POLICIES)}."
+        )
     return REMAT_POLICIES[name]
+
+
+def offload_is_measurable(devices: Sequence[jax.Device]) -> bool:
+    """True where pinned host memory is separate from device memory, so offloading saves some.
+
+    A CPU "device" is host RAM: offload policies compile there but change nothing measurable."""
+    device = devices[0]
+    kinds = {m.kind for m in device.addressable_memories()}
+    return device.platform != "cpu" and "pinned_host" in kinds

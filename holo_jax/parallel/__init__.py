@@ -1,5 +1,17 @@
-"""Parallelism: the device mesh, logical-axis sharding rules, multi-process start-up."""
+"""Parallelism: the device mesh, logical-axis sharding rules, multi-process start-up, and
+communication-efficient gradient aggregation (quantized all-reduce with error feedback)."""
+from holo_jax.parallel.collectives import (
+    hierarchical_quantized_pmean, pmean_error_bound, quantized_pmean, quantized_psum, two_phase_pmean,
+)
+from holo_jax.parallel.data_parallel import ExactMean, GradComm, QuantizedMean, make_grad_comm
+from holo_jax.parallel.grad_comm import QuantizedGradientMeanState, quantized_gradient_mean
 from holo_jax.parallel.mesh import build_mesh
+from holo_jax.parallel.quantize import Codec
 from holo_jax.parallel.rules import LOGICAL_AXIS_RULES, MESH_AXES, batch_sharding, logical_to_sharding
 
-__all__ = ["LOGICAL_AXIS_RULES", "MESH_AXES", "batch_sharding", "build_mesh", "logical_to_sharding"]
+__all__ = [
+    "Codec", "ExactMean", "GradComm", "LOGICAL_AXIS_RULES", "MESH_AXES", "QuantizedGradientMeanState",
+    "QuantizedMean", "batch_sharding", "build_mesh", "hierarchical_quantized_pmean", "logical_to_sharding",
+    "make_grad_comm", "pmean_error_bound", "quantized_gradient_mean", "quantized_pmean", "quantized_psum",
+    "two_phase_pmean",
+]

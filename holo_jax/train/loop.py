@@ -25,8 +25,10 @@ import numpy as np
 from holo_jax.config import TrainConfig
 from holo_jax.data import PackedBatches, make_source, make_tokenizer
 from holo_jax.errors import HoloError
+from holo_jax.memory import AUTO, StepCompiler, candidate_policies, microbatch_options, plan_remat, resolve_budget
 from holo_jax.model import CausalLM
-from holo_jax.parallel.mesh import build_mesh
+from holo_jax.parallel.data_parallel import make_grad_comm
+from holo_jax.parallel.mesh import mesh_for_run
 from holo_jax.parallel.rules import batch_sharding, data_parallel_size
 from holo_jax.train.checkpoint import Checkpointer
 from holo_jax.train.events import EventLog
@@ -37,8 +39,9 @@ from holo_jax.train.stages import Stage
 from holo_jax.train.state import abstract_train_state, count_params, init_train_state
 from holo_jax.train.step import jit_train_step, make_eval_step, make_train_step
 
-# Settings that must not change when a run resumes: they change what the checkpoint means.
-_RESUME_INVARIANT_KEYS = ("model", "global_batch", "data", "seed")
+# Settings that must not change when a run resumes: they change what the checkpoint means
+# (`grad_comm` decides whether the state holds error-feedback residuals, and their shapes).
+_RESUME_INVARIANT_KEYS = ("model", "global_batch", "data", "seed", "grad_comm")
 
 
 @dataclasses.dataclass
@@ -121,13 +124,19 @@ class _Throughput:
 def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = None,
           stages: Sequence[Stage] = ()) -> RunResult:
     workdir = Path(workdir).absolute()
+    if workdir.exists() and not workdir.is_dir():
+        raise HoloError(f"--workdir {workdir} exists and is not a directory; give a directory path.")
     primary = jax.process_index() == 0
     if primary:
         workdir.mkdir(parents=True, exist_ok=True)
     events = EventLog(workdir / "events.jsonl", enabled=primary)
 
-    mesh = build_mesh(cfg.mesh, cfg.model)
+    mesh, mesh_plan = mesh_for_run(cfg.mesh, cfg.model, cfg.global_batch, cfg.microbatches)
+    grad_comm = make_grad_comm(cfg.grad_comm, mesh, cfg.seed)
     check_batch_layout(cfg, data_parallel_size(mesh))
+    auto_remat = cfg.model.remat == AUTO
+    # Resolved before any work so a missing budget (CPU) fails in the first second.
+    remat_budget = resolve_budget(cfg.memory.budget_bytes, mesh.local_devices) if auto_remat else None
     tokenizer = make_tokenizer(cfg.data.tokenizer)
     if tokenizer.vocab_size > cfg.model.vocab_size:
         raise HoloError(
@@ -144,7 +153,9 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
         return PackedBatches(make_source(cfg.data, split), tokenizer, seq_len=t, global_batch=b,
                              process_index=shard_index, process_count=shard_count, seed=cfg.data.seed)
 
-    model = CausalLM(cfg.model)
+    model_for = lambda policy: CausalLM(dataclasses.replace(cfg.model, remat=policy))  # noqa: E731
+    # Init and eval run no backward pass, so under remat=auto any policy serves them.
+    model = model_for("none") if auto_remat else CausalLM(cfg.model)
     optimizer = make_optimizer(cfg.optim, cfg.steps)
     schedule = learning_rate_schedule(cfg.optim, cfg.steps)
     example_inputs = (jnp.zeros((1, t), jnp.int32),)
@@ -159,11 +170,14 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
         train_data = data_iter("train")
         latest = ckpt.latest_step()
         if latest is None:
-            state, state_shardings = init_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed)
+            state, state_shardings = init_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed,
+                                                       grad_comm=grad_comm)
             events.emit("run_start", config=cfg.to_dict(), params=count_params(state.params),
-                        devices=jax.device_count(), processes=jax.process_count(), mesh=dict(mesh.shape))
+                        devices=jax.device_count(), processes=jax.process_count(), mesh=dict(mesh.shape),
+                        mesh_plan=mesh_plan)
         else:
-            target, state_shardings = abstract_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed)
+            target, state_shardings = abstract_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed,
+                                                           grad_comm=grad_comm)
             data_target = {
                 k: jax.ShapeDtypeStruct((b, *v.shape[1:]), v.dtype, sharding=sharding_for(v.ndim))
                 for k, v in train_data.state().items()
@@ -173,8 +187,24 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
             dropped = metrics_log.truncate_after(latest)
             events.emit("resume", step=latest, superseded_metric_rows=dropped, processes=jax.process_count())
 
-        train_step = jit_train_step(make_train_step(model, optimizer, schedule, stages, mesh, cfg.microbatches),
-                                    state_shardings, example_batch, mesh)
+        if auto_remat:
+            # The planner compiles the real step per candidate; the chosen executable is the train step.
+            step_for = lambda c: make_train_step(model_for(c.policy), optimizer, schedule, stages, mesh,  # noqa: E731
+                                                 c.microbatches, grad_comm=grad_comm)
+            plan = plan_remat(
+                StepCompiler(step_for, mesh=mesh, state=state, state_shardings=state_shardings,
+                             example_batch=example_batch),
+                remat_budget, policies=candidate_policies(cfg.memory.policies, mesh.local_devices),
+                microbatches=microbatch_options(b, data_parallel_size(mesh), cfg.microbatches,
+                                                cfg.memory.max_microbatches),
+                report=print if primary else None,
+            )
+            events.emit("remat_plan", **plan.summary())
+            train_step = plan.compiled
+        else:
+            train_step = jit_train_step(make_train_step(model, optimizer, schedule, stages, mesh, cfg.microbatches,
+                                                        grad_comm=grad_comm),
+                                        state_shardings, example_batch, mesh)
         eval_step = make_eval_step(model, mesh, example_batch, state_shardings.params)
 
         def evaluate(params) -> dict[str, float]:

@@ -1,12 +1,15 @@
 """The train state and how it is laid out on the mesh.
 
 `TrainState` is one pytree: step, float32 master parameters, optimizer state, one state per
-stage, the base random key and the count of skipped (non-finite) steps. Everything in it is
-checkpointed, so a resumed run continues bit-for-bit.
+stage, the base random key, the count of skipped (non-finite) steps and the gradient
+aggregation's state (error-feedback residuals; empty for the default exact mean). Everything in
+it is checkpointed, so a resumed run continues bit-for-bit.
 
 Shardings are derived, never written by hand: `jax.eval_shape` of the boxed init gives each
 parameter's logical axes; `optax.tree_map_params` carries them onto the optimizer state's
 parameter-shaped leaves; stages declare their own; the rule table maps all of it to the mesh.
+The aggregation state alone is laid out in mesh axes: its leading dimension holds one slot per
+data-parallel replica, which has no logical name.
 """
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from holo_jax.parallel.data_parallel import ExactMean, GradComm
 from holo_jax.parallel.rules import logical_to_sharding
 from holo_jax.train.stages import Stage
 
@@ -33,10 +37,11 @@ class TrainState:
     stage_states: tuple
     rng: jax.Array  # raw uint32[2] key; per-step randomness is fold_in(rng, step)
     skipped_steps: jax.Array  # int32 scalar: steps whose gradients were not finite
+    grad_comm: PyTree = ()  # the GradComm's state, e.g. per-replica error-feedback residuals
 
 
 def _boxed_init(model: nn.Module, example_inputs: tuple, optimizer: optax.GradientTransformation,
-                stages: Sequence[Stage], seed: int):
+                stages: Sequence[Stage], seed: int, grad_comm: GradComm):
     """Init function returning (boxed params, unboxed TrainState)."""
 
     def init(_):
@@ -51,6 +56,7 @@ def _boxed_init(model: nn.Module, example_inputs: tuple, optimizer: optax.Gradie
             stage_states=tuple(s.init(jax.random.fold_in(k_stages, i), params) for i, s in enumerate(stages)),
             rng=k_run,
             skipped_steps=jnp.zeros((), jnp.int32),
+            grad_comm=grad_comm.init(params),
         )
         return boxed, state
 
@@ -58,9 +64,13 @@ def _boxed_init(model: nn.Module, example_inputs: tuple, optimizer: optax.Gradie
 
 
 def state_logical_specs(model: nn.Module, example_inputs: tuple, optimizer: optax.GradientTransformation,
-                        stages: Sequence[Stage], seed: int = 0) -> tuple[TrainState, TrainState]:
-    """(abstract TrainState, TrainState of logical PartitionSpecs) without allocating anything."""
-    boxed, abstract = jax.eval_shape(_boxed_init(model, example_inputs, optimizer, stages, seed), 0)
+                        stages: Sequence[Stage], seed: int = 0, *, grad_comm: GradComm | None = None
+                        ) -> tuple[TrainState, TrainState]:
+    """(abstract TrainState, TrainState of logical PartitionSpecs) without allocating anything.
+
+    `grad_comm`'s specs are in mesh axes (see the module docstring); `state_shardings` maps both."""
+    grad_comm = grad_comm or ExactMean()
+    boxed, abstract = jax.eval_shape(_boxed_init(model, example_inputs, optimizer, stages, seed, grad_comm), 0)
     param_specs = nn.get_partition_spec(boxed)
     is_spec = lambda x: isinstance(x, P)  # noqa: E731
     opt_specs = optax.tree_map_params(
@@ -71,27 +81,37 @@ def state_logical_specs(model: nn.Module, example_inputs: tuple, optimizer: opta
         s.partition_specs(ss, param_specs) for s, ss in zip(stages, abstract.stage_states)
     )
     specs = TrainState(step=P(), params=param_specs, opt_state=opt_specs, stage_states=stage_specs,
-                       rng=P(), skipped_steps=P())
+                       rng=P(), skipped_steps=P(), grad_comm=grad_comm.partition_specs(abstract.grad_comm))
     return abstract, specs
 
 
+def state_shardings(specs: TrainState, mesh: Mesh) -> TrainState:
+    """NamedShardings for the specs of `state_logical_specs`."""
+    shardings = logical_to_sharding(specs.replace(grad_comm=()), mesh)
+    grad_comm = jax.tree.map(lambda s: NamedSharding(mesh, s), specs.grad_comm, is_leaf=lambda x: isinstance(x, P))
+    return shardings.replace(grad_comm=grad_comm)
+
+
 def init_train_state(model: nn.Module, example_inputs: tuple, optimizer: optax.GradientTransformation,
-                     stages: Sequence[Stage], mesh: Mesh, seed: int = 0) -> tuple[TrainState, TrainState]:
+                     stages: Sequence[Stage], mesh: Mesh, seed: int = 0, *, grad_comm: GradComm | None = None
+                     ) -> tuple[TrainState, TrainState]:
     """Initialise the state directly into its shardings (no full copy on any one device).
 
     Returns (state, shardings)."""
-    _, specs = state_logical_specs(model, example_inputs, optimizer, stages, seed)
-    shardings = logical_to_sharding(specs, mesh)
-    init = _boxed_init(model, example_inputs, optimizer, stages, seed)
+    grad_comm = grad_comm or ExactMean()
+    _, specs = state_logical_specs(model, example_inputs, optimizer, stages, seed, grad_comm=grad_comm)
+    shardings = state_shardings(specs, mesh)
+    init = _boxed_init(model, example_inputs, optimizer, stages, seed, grad_comm)
     state = jax.jit(lambda x: init(x)[1], out_shardings=shardings)(0)
     return state, shardings
 
 
 def abstract_train_state(model: nn.Module, example_inputs: tuple, optimizer: optax.GradientTransformation,
-                         stages: Sequence[Stage], mesh: Mesh, seed: int = 0) -> tuple[TrainState, TrainState]:
+                         stages: Sequence[Stage], mesh: Mesh, seed: int = 0, *, grad_comm: GradComm | None = None
+                         ) -> tuple[TrainState, TrainState]:
     """ShapeDtypeStructs carrying shardings (the restore target for a checkpoint), and the shardings."""
-    abstract, specs = state_logical_specs(model, example_inputs, optimizer, stages, seed)
-    shardings = logical_to_sharding(specs, mesh)
+    abstract, specs = state_logical_specs(model, example_inputs, optimizer, stages, seed, grad_comm=grad_comm)
+    shardings = state_shardings(specs, mesh)
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     return target, shardings
 

@@ -6,12 +6,16 @@ explicit in/out shardings and the state donated. Inside:
   accumulation the global batch is split into `microbatches` (microbatch i = rows i, i+M, ...,
                so every device keeps working on its own rows) and gradients are summed in float32
                under `lax.scan`;
+  aggregation  `grad_comm` averages the gradients over data-parallel replicas: by default the
+               compiler's exact float32 reduction, or a quantized all-reduce over the slow axes
+               with error-feedback state in `state.grad_comm` (holo_jax.parallel.data_parallel);
   stages       add loss terms, transform gradients, update their own state, emit to the host;
   skipping     if any gradient is NaN/Inf the step keeps the old parameters, optimizer and stage
                states and only counts the skip — it is never applied.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -20,6 +24,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from holo_jax.parallel.data_parallel import ExactMean, GradComm
 from holo_jax.parallel.rules import BATCH_AXES, LOGICAL_AXIS_RULES, replicated, tree_batch_sharding
 from holo_jax.train.stages import Stage
 from holo_jax.train.state import TrainState
@@ -38,13 +43,13 @@ def _tree_all_finite(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _split_microbatches(batch: Batch, m: int, mesh: Mesh) -> Batch:
+def _split_microbatches(batch: Batch, m: int, mesh: Mesh, batch_axes: tuple[str, ...] = BATCH_AXES) -> Batch:
     """[B, ...] -> [m, B/m, ...] with microbatch i = rows i, i+m, i+2m ... (strided, so that each
     device's rows are spread over all microbatches and no device idles)."""
 
     def split(x):
         x = x.reshape(x.shape[0] // m, m, *x.shape[1:]).swapaxes(0, 1)
-        spec = P(None, BATCH_AXES, *([None] * (x.ndim - 2)))
+        spec = P(None, batch_axes or None, *([None] * (x.ndim - 2)))
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
     return jax.tree.map(split, batch)
@@ -52,9 +57,12 @@ def _split_microbatches(batch: Batch, m: int, mesh: Mesh) -> Batch:
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, stages: Sequence[Stage], mesh: Mesh,
-                    microbatches: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict, tuple]]:
-    """The un-jitted pure step; see `jit_train_step`."""
+                    microbatches: int = 1, *, grad_comm: GradComm | None = None
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict, tuple]]:
+    """The un-jitted pure step; see `jit_train_step`. `grad_comm` must be the one the state was
+    initialised with (`init_train_state(..., grad_comm=)`)."""
     stages = tuple(stages)
+    grad_comm = grad_comm or ExactMean()
     deterministic = getattr(model, "cfg", None) is None or model.cfg.dropout == 0.0
 
     def microbatch_loss(params, stage_states, batch, key):
@@ -70,25 +78,32 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
     grad_fn = jax.value_and_grad(microbatch_loss, has_aux=True)
 
+    def gradients(params, stage_states, batch, key, batch_axes):
+        """Float32 gradients and (total, ce, auxes) averaged over `batch`, whose rows are sharded
+        over the mesh axes `batch_axes`; microbatches are accumulated under `lax.scan`."""
+        if microbatches == 1:
+            (total, (ce, auxes)), grads = grad_fn(params, stage_states, batch, key)
+            return grads, (total, ce, auxes)
+        micro = _split_microbatches(batch, microbatches, mesh, batch_axes)
+
+        def body(acc, xs):
+            i, mb = xs
+            (t, (c, a)), g = grad_fn(params, stage_states, mb, jax.random.fold_in(key, i))
+            return jax.tree.map(jnp.add, acc, (g, t, c, a)), None
+
+        (_, (ce0, aux0)), g0 = jax.eval_shape(grad_fn, params, stage_states,
+                                              jax.tree.map(lambda x: x[0], micro), key)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32 if jnp.issubdtype(s.dtype, jnp.floating) else s.dtype),
+                             (g0, ce0, ce0, aux0))
+        acc, _ = jax.lax.scan(body, zeros, (jnp.arange(microbatches), micro))
+        grads, total, ce, auxes = jax.tree.map(lambda x: x / microbatches, acc)
+        return grads, (total, ce, auxes)
+
     def train_step(state: TrainState, batch: Batch):
         with nn.logical_axis_rules(LOGICAL_AXIS_RULES):
             key = jax.random.fold_in(state.rng, state.step)
-            if microbatches == 1:
-                (total, (ce, auxes)), grads = grad_fn(state.params, state.stage_states, batch, key)
-            else:
-                micro = _split_microbatches(batch, microbatches, mesh)
-
-                def body(acc, xs):
-                    i, mb = xs
-                    (t, (c, a)), g = grad_fn(state.params, state.stage_states, mb, jax.random.fold_in(key, i))
-                    return jax.tree.map(jnp.add, acc, (g, t, c, a)), None
-
-                (_, (ce0, aux0)), g0 = jax.eval_shape(grad_fn, state.params, state.stage_states,
-                                                      jax.tree.map(lambda x: x[0], micro), key)
-                zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32 if jnp.issubdtype(s.dtype, jnp.floating) else s.dtype),
-                                     (g0, ce0, ce0, aux0))
-                acc, _ = jax.lax.scan(body, zeros, (jnp.arange(microbatches), micro))
-                grads, total, ce, auxes = jax.tree.map(lambda x: x / microbatches, acc)
+            (grads, (total, ce, auxes)), grad_comm_state = grad_comm.aggregate(
+                functools.partial(gradients, state.params, state.stage_states), batch, key, state.grad_comm)
 
             finite = _tree_all_finite(grads)
             grad_norm = optax.global_norm(grads)
@@ -103,7 +118,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                 stage_states[i] = stage.update(stage_states[i], auxes[i], jax.random.fold_in(key, 2000 + i))
 
             stepped = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                                    stage_states=tuple(stage_states))
+                                    stage_states=tuple(stage_states), grad_comm=grad_comm_state)
             skipped = state.replace(step=state.step + 1, skipped_steps=state.skipped_steps + 1)
             new_state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), stepped, skipped)
 

@@ -40,7 +40,7 @@ def assert_one_clear_error(proc, *fragments):
     (["--set", "model.widht=3"], ["unknown config key `model.widht`"]),
     (["--set", "steps=many"], ["`steps=many` is not a valid int"]),
     (["--config", "huge"], ["unknown config `huge`"]),
-    (["--set", "global_batch=6"], ["data-parallel devices"]),
+    (["--set", "mesh.plan=manual", "--set", "global_batch=6"], ["data-parallel devices"]),
     (["--set", "data.source=c4", "--set", "data.tfds_data_dir=/nonexistent/tfds"], ["c4/en", "tfds build"]),
     (["--set", "data.source=files", "--set", "data.paths=/nonexistent/corpus.txt"], ["/nonexistent/corpus.txt"]),
 ])

@@ -1,0 +1,192 @@
+"""Remat policies side by side: peak memory per device, FLOPs and step time; then `remat=auto` at work.
+
+    python -m experiments.bench_memory --json [--repeats 3] [--set model.max_len=1024 ...]
+
+The benchmark config is an 8-layer, 256-wide GPT with 8 heads at sequence 512, global batch 8
+on a simulated 2-device data-parallel CPU mesh (4 sequences per device). It is chosen so that
+activations dominate memory, as they do when training real LLMs: the no-remat step holds ~17x
+more activation memory than train state. Its attention-score share matches GPT-3 175B's too:
+per layer, Korthikanti et al. (2022) count 34·s·b·h bytes of activations plus 5·a·s²·b for the
+s x s scores, and 5·a·s / (34·h) = 2.35 for both (a=8, s=512, h=256 here; a=96, s=2048, h=12288
+there). On GPUs with fused (flash) attention the s x s scores are never stored, so the no-remat
+baseline, and the saving against it, are smaller there.
+
+Prints one JSON object:
+  policies   per policy at one microbatch: `peak_bytes` (arguments + unaliased outputs + temp, per
+             device, from the compiled step's memory_analysis), `flops` (per device per step from
+             the compiled HLO, loop bodies counted per iteration; `xla_flops` is cost_analysis()'s
+             figure, which counts each loop body once), `step_seconds` (median of `--repeats`,
+             policies timed round-robin so all see the same machine load), ratios against "none";
+  target     the policy with the largest peak cut among those adding at most 35% FLOPs, and
+             whether it cuts at least 42% (the issue's goal);
+  auto_demo  the same config under `model.remat=auto` with a per-device budget the no-remat step
+             does not fit: what the planner chose and how many training steps completed.
+Offload policies compile on CPU but their saving needs a GPU to measure (`offload_measured`).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+MiB = 2**20
+# The budget the auto demo plans against: as if each simulated device had this much memory.
+AUTO_DEMO_BUDGET = 512 * MiB
+AUTO_DEMO_STEPS = 4
+PEAK_CUT_GOAL, FLOPS_LIMIT = 0.42, 0.35
+
+
+def bench_config():
+    from holo_jax.config import CheckpointConfig, LogConfig, MeshConfig, ModelConfig, OptimConfig, TrainConfig
+
+    return TrainConfig(
+        model=ModelConfig(d_model=256, n_layers=8, n_heads=8, d_ff=1024, max_len=512, compute_dtype="float32"),
+        mesh=MeshConfig(data=2, fsdp=1, tensor=1),
+        optim=OptimConfig(warmup_steps=2),
+        checkpoint=CheckpointConfig(every_steps=1000, keep=1, async_save=False),
+        log=LogConfig(eval_every_steps=0, progress_bar=False, tensorboard=False, plot=False),
+        steps=AUTO_DEMO_STEPS,
+        global_batch=8,
+    )
+
+
+def measure_policies(cfg, repeats: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from holo_jax.memory import OFFLOAD_POLICIES, REMAT_POLICIES, Candidate, StepCompiler, offload_is_measurable
+    from holo_jax.model import CausalLM
+    from holo_jax.parallel.mesh import build_mesh
+    from holo_jax.train.optimizer import learning_rate_schedule, make_optimizer
+    from holo_jax.train.state import init_train_state
+    from holo_jax.train.step import make_train_step
+
+    mesh = build_mesh(cfg.mesh, cfg.model)
+    b, t = cfg.global_batch, cfg.model.max_len
+    optimizer = make_optimizer(cfg.optim, cfg.steps)
+    schedule = learning_rate_schedule(cfg.optim, cfg.steps)
+    state, shardings = init_train_state(CausalLM(cfg.model), (jnp.zeros((1, t), jnp.int32),), optimizer, (), mesh)
+    tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (b, t + 1)).astype(np.int32)
+    batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])}
+
+    def step_for(c: Candidate):
+        model = CausalLM(dataclasses.replace(cfg.model, remat=c.policy))
+        return make_train_step(model, optimizer, schedule, (), mesh, c.microbatches)
+
+    candidates = [Candidate(p, 1) for p in REMAT_POLICIES]
+    compiler = StepCompiler(step_for, mesh=mesh, state=state, state_shardings=shardings, example_batch=batch)
+    costs = dict(zip(REMAT_POLICIES, compiler.costs(candidates)))
+
+    # Every policy's step takes and returns the same state layout, so one state threads through
+    # all of them (each call donates it) and the policies are timed round-robin.
+    times: dict[str, list[float]] = {p: [] for p in REMAT_POLICIES}
+    with jax.set_mesh(mesh):
+        for rep in range(repeats + 1):  # the first round warms up
+            for c in candidates:
+                t0 = time.perf_counter()
+                state, _, _ = compiler.compiled(c)(state, batch)
+                jax.block_until_ready(state)
+                if rep:
+                    times[c.policy].append(time.perf_counter() - t0)
+
+    measurable = offload_is_measurable(list(mesh.devices.flat))
+    none = costs["none"]
+    policies = {}
+    for p, cost in costs.items():
+        policies[p] = {
+            "peak_bytes": cost.peak_bytes, "argument_bytes": cost.argument_bytes, "temp_bytes": cost.temp_bytes,
+            "host_bytes": cost.host_bytes, "flops": cost.flops,
+            "xla_flops": compiler.compiled(Candidate(p, 1)).cost_analysis()["flops"],
+            "step_seconds": statistics.median(times[p]), "step_seconds_all": times[p],
+            "peak_vs_none": cost.peak_bytes / none.peak_bytes, "flops_vs_none": cost.flops / none.flops,
+            "compile_seconds": cost.compile_seconds,
+        }
+        if p in OFFLOAD_POLICIES:
+            policies[p]["offload_measured"] = measurable
+    return {"devices": [str(d) for d in mesh.devices.flat], "policies": policies}
+
+
+def best_within_flops_limit(policies: dict) -> dict:
+    """The biggest peak cut among policies that add at most FLOPS_LIMIT, against the goal.
+    Offload policies count only where their saving was measured (not on CPU)."""
+    eligible = {p: r for p, r in policies.items()
+                if p != "none" and r["flops_vs_none"] - 1 <= FLOPS_LIMIT and r.get("offload_measured", True)}
+    name, row = min(eligible.items(), key=lambda kv: kv[1]["peak_vs_none"])
+    cut, extra = 1 - row["peak_vs_none"], row["flops_vs_none"] - 1
+    return {"policy": name, "peak_reduction": cut, "flops_increase": extra,
+            "goal": f"peak cut >= {PEAK_CUT_GOAL:.0%} with <= {FLOPS_LIMIT:.0%} more FLOPs",
+            "met": cut >= PEAK_CUT_GOAL and extra <= FLOPS_LIMIT}
+
+
+def auto_demo(cfg, none_peak_bytes: int) -> dict:
+    from holo_jax.config import MemoryConfig
+    from holo_jax.train.events import EventLog
+    from holo_jax.train.loop import train
+
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, remat="auto"),
+                              memory=MemoryConfig(budget_bytes=AUTO_DEMO_BUDGET))
+    with tempfile.TemporaryDirectory() as workdir, contextlib.redirect_stdout(sys.stderr):
+        t0 = time.perf_counter()
+        result = train(cfg, workdir)  # the decision table goes to stderr with the redirect
+        seconds = time.perf_counter() - t0
+        (plan,) = [e for e in EventLog(os.path.join(workdir, "events.jsonl")).read() if e["kind"] == "remat_plan"]
+    return {
+        "budget_bytes": AUTO_DEMO_BUDGET,
+        "fits_without_remat": none_peak_bytes <= AUTO_DEMO_BUDGET,
+        "no_remat_peak_bytes": none_peak_bytes,
+        "chosen": f"{plan['policy']} x{plan['microbatches']}",
+        "chosen_peak_bytes": plan["peak_bytes"],
+        "candidates_compiled": len(plan["candidates"]),
+        "planning_seconds": plan["planning_seconds"],
+        "run_seconds": seconds,
+        "completed_steps": result.final_step,
+        "reason": result.reason,
+        "final_loss": result.last_loss,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_memory")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps per policy (median reported)")
+    p.add_argument("--skip-auto-demo", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    import jax
+
+    from holo_jax.config import override
+
+    cfg = override(bench_config(), args.set)
+    devices = cfg.mesh.data * cfg.mesh.fsdp * cfg.mesh.tensor
+    if devices > 0:  # the simulated CPU mesh needs its devices before the backend starts; GPUs ignore it
+        jax.config.update("jax_num_cpu_devices", devices)
+    measured = measure_policies(cfg, args.repeats)
+    result = {
+        "config": {"model": dataclasses.asdict(cfg.model), "mesh": dataclasses.asdict(cfg.mesh),
+                   "global_batch": cfg.global_batch},
+        "devices": measured["devices"],
+        "repeats": args.repeats,
+        "policies": measured["policies"],
+        "target": best_within_flops_limit(measured["policies"]),
+    }
+    if not args.skip_auto_demo:
+        result["auto_demo"] = auto_demo(cfg, measured["policies"]["none"]["peak_bytes"])
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from holo_jax.errors import exit_on_user_error
+
+    sys.exit(exit_on_user_error(main)())

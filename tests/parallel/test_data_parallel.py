@@ -1,0 +1,195 @@
+"""The train step with `grad_comm`: int8 + error feedback trains like fp32, only int8 (or packed
+int4) payloads cross the data axis (read from the compiled HLO), a NaN on one replica skips the
+step, a checkpointed run resumes exactly, and 2 processes train like 1."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from experiments.configs.pretrain import tiny
+from experiments.launch_local import launch
+from holo_jax.config import CheckpointConfig, GradCommConfig, MeshConfig, OptimConfig, override
+from holo_jax.errors import HoloError
+from holo_jax.model import CausalLM
+from holo_jax.parallel.data_parallel import ExactMean, QuantizedMean, make_grad_comm
+from holo_jax.parallel.hlo_bytes import collectives, wire_bytes_by_dtype
+from holo_jax.parallel.mesh import build_mesh
+from holo_jax.train.checkpoint import Checkpointer
+from holo_jax.train.loop import train
+from holo_jax.train.metrics_log import read_jsonl
+from holo_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from holo_jax.train.stages import Stage
+from holo_jax.train.state import abstract_train_state, count_params, init_train_state
+from holo_jax.train.step import jit_train_step, make_train_step
+from tests.train.helpers import TINY, random_batch
+
+MARKER = 300  # a token id inside the padded vocabulary that random batches never contain
+OPTIM = OptimConfig(warmup_steps=2)
+STEPS = 10
+
+
+class PoisonMarkedRows(Stage):
+    """A NaN loss term wherever a row starts with MARKER: lets a test poison one replica only."""
+
+    name = "poison"
+
+    def loss(self, params, stage_state, batch, outputs, key):
+        marked = jnp.any(batch["inputs"][:, 0] == MARKER)
+        return jnp.where(marked, jnp.nan, 0.0) * outputs["logits"].mean(), {}
+
+
+@dataclasses.dataclass
+class Compiled:
+    step: object  # the compiled executable
+    hlo: str
+    state: object  # the initial state
+    shardings: object
+    grad_comm: object
+    mesh: object
+
+
+def _compile(mesh_shape, grad_comm_cfg, microbatches=1, rows=16) -> Compiled:
+    mesh = build_mesh(MeshConfig(*mesh_shape), TINY, jax.devices()[: int(np.prod(mesh_shape))])
+    grad_comm = make_grad_comm(grad_comm_cfg, mesh)
+    model, opt = CausalLM(TINY), make_optimizer(OPTIM, STEPS)
+    stages = (PoisonMarkedRows(),)
+    state, shardings = init_train_state(model, (jnp.zeros((1, TINY.max_len), jnp.int32),), opt, stages, mesh,
+                                        grad_comm=grad_comm)
+    batch = random_batch(rows=rows)
+    step = jit_train_step(make_train_step(model, opt, learning_rate_schedule(OPTIM, STEPS), stages, mesh, microbatches,
+                                          grad_comm=grad_comm), shardings, batch, mesh)
+    with jax.set_mesh(mesh):
+        compiled = step.lower(state, batch).compile()
+    return Compiled(compiled, compiled.as_text(), state, shardings, grad_comm, mesh)
+
+
+@pytest.fixture(scope="module")
+def data8():
+    """The same tiny model on 8 data-parallel replicas, exact fp32 and int8 + error feedback."""
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 devices")
+    return _compile((8, 1, 1), GradCommConfig()), _compile((8, 1, 1), GradCommConfig(scheme="int8"))
+
+
+def _train(c: Compiled, batches, state=None):
+    # The step donates its input state, so the shared initial state is copied, not consumed.
+    state = jax.tree.map(lambda x: x.copy(), c.state) if state is None else state
+    losses = []
+    with jax.set_mesh(c.mesh):
+        for batch in batches:
+            state, metrics, _ = c.step(state, batch)
+            losses.append(float(metrics["loss"]))
+    return state, losses
+
+
+def test_int8_with_error_feedback_trains_like_fp32(data8):
+    exact, int8 = data8
+    assert isinstance(exact.grad_comm, ExactMean) and isinstance(int8.grad_comm, QuantizedMean)
+    batches = [random_batch(rows=16, seed=s % 2) for s in range(STEPS)]  # two batches, memorised
+    exact_state, exact_losses = _train(exact, batches)
+    int8_state, int8_losses = _train(int8, batches)
+    assert exact_losses[-1] < exact_losses[0] - 0.3  # it does learn
+    np.testing.assert_allclose(int8_losses, exact_losses, rtol=2e-3)
+    # The error-feedback residuals are live, sharded one slot per replica over `data`.
+    sent = int8_state.grad_comm.residuals.sent
+    assert sent.shape[0] == 8 and sent.sharding.spec[0] == "data" and float(jnp.abs(sent).max()) > 0
+
+
+def test_only_int8_payloads_and_their_scales_cross_the_data_axis(data8):
+    exact, int8 = data8
+    params = count_params(exact.state.params)
+    assert jax.tree.leaves(exact.state.grad_comm) == []  # fp32: no state, nothing added
+    fp32_bytes = wire_bytes_by_dtype(collectives(exact.hlo, exact.mesh), {"data"})
+    assert "s8" not in fp32_bytes and fp32_bytes["f32"] >= 2 * 7 / 8 * 4 * params
+
+    int8_bytes = wire_bytes_by_dtype(collectives(int8.hlo, int8.mesh), {"data"})
+    bucket = int8.state.grad_comm.residuals.owned[0].size * 8  # padded parameter count
+    assert bucket - params < 8 * 256
+    # all-to-all + all-gather of one byte per value; one float32 scale per 256 values; a few scalars
+    # (the replicas' mean loss terms and the non-finite flag).
+    assert int8_bytes["s8"] == pytest.approx(2 * 7 / 8 * bucket)
+    assert int8_bytes["f32"] == pytest.approx(2 * 7 / 8 * 4 * bucket / 256, abs=64)
+    assert sum(int8_bytes.values()) < fp32_bytes["f32"] / 3.9
+
+
+def test_a_nan_on_one_replica_skips_the_step(data8):
+    _, int8 = data8
+    state, _ = _train(int8, [random_batch(rows=16, seed=0)])  # residuals are non-zero now
+    batch = random_batch(rows=16, seed=1)
+    batch["inputs"][6, 0] = MARKER  # row 6 of 16 belongs to replica 3 of 8
+    before = jax.device_get(state)  # the step donates `state`
+    with jax.set_mesh(int8.mesh):
+        after, metrics, _ = int8.step(state, batch)
+    assert not bool(metrics["finite"]) and int(after.skipped_steps) == 1 and int(after.step) == 2
+    assert np.abs(before.grad_comm.residuals.sent).max() > 0
+    for a, b in zip(jax.tree.leaves((after.params, after.opt_state, after.grad_comm)),
+                    jax.tree.leaves((before.params, before.opt_state, before.grad_comm))):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_resume_from_a_checkpoint_continues_exactly(data8, tmp_path):
+    _, int8 = data8
+    batches = [random_batch(rows=16, seed=s) for s in range(4)]
+    _, straight = _train(int8, batches)
+    halfway, first = _train(int8, batches[:2])
+    ckpt = Checkpointer(tmp_path, CheckpointConfig(async_save=False))
+    data = {"position": jnp.arange(16)}
+    ckpt.save(2, halfway, data, force=True)
+    model, opt = CausalLM(TINY), make_optimizer(OPTIM, STEPS)
+    target, _ = abstract_train_state(model, (jnp.zeros((1, TINY.max_len), jnp.int32),), opt, (PoisonMarkedRows(),),
+                                     int8.mesh, grad_comm=int8.grad_comm)
+    restored, _ = ckpt.restore(2, target, {"position": jax.ShapeDtypeStruct((16,), jnp.int32)})
+    ckpt.close()
+    assert restored.grad_comm.residuals.sent.sharding == halfway.grad_comm.residuals.sent.sharding
+    _, second = _train(int8, batches[2:], restored)
+    assert first + second == straight  # bit-identical
+
+
+def test_int4_on_a_mesh_with_fsdp_and_tensor_sends_packed_bytes_over_data_only(require_devices):
+    require_devices(8)
+    c = _compile((2, 2, 2), GradCommConfig(scheme="int4"), microbatches=2)
+    by_dtype = wire_bytes_by_dtype(collectives(c.hlo, c.mesh), {"data"})
+    bucket = c.state.grad_comm.residuals.owned[0].size * 2
+    # Each of the 4 devices of a replica sends its quarter of the bucket, half a byte per value.
+    assert by_dtype["u8"] == pytest.approx(2 * 1 / 2 * bucket / 2 / 4)
+    assert by_dtype.get("f32", 0) < 0.1 * by_dtype["u8"] and "s8" not in by_dtype
+    owned = c.state.grad_comm.residuals.owned
+    assert owned.sharding.spec == P("data", ("fsdp", "tensor"), None)
+    _, losses = _train(c, [random_batch(rows=16, seed=0)])
+    assert np.isfinite(losses[0])
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (GradCommConfig(scheme="int3"), "unknown quantization scheme"),
+    (GradCommConfig(scheme="int8", block_size=255), "even number"),
+    (GradCommConfig(scheme="int8", axes=("fsdp",)), "pure data-parallel mesh axes"),
+])
+def test_settings_that_cannot_work_get_one_clear_error(cfg, message):
+    mesh = build_mesh(MeshConfig(1, 1, 1), TINY, jax.devices()[:1])
+    with pytest.raises(HoloError, match=message):
+        make_grad_comm(cfg, mesh)
+
+
+def test_one_replica_has_nothing_to_encode():
+    mesh = build_mesh(MeshConfig(1, 1, 1), TINY, jax.devices()[:1])
+    assert isinstance(make_grad_comm(GradCommConfig(scheme="int8"), mesh), ExactMean)
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_with_int8(tmp_path, require_devices):
+    """int8 + error feedback over real gloo collectives (2 processes x 4 devices) = 1 process x 8."""
+    require_devices(8)
+    settings = {"grad_comm.scheme": "int8", "mesh.data": 8, "mesh.fsdp": 1, "mesh.tensor": 1, "log.eval_every_steps": 0,
+                "log.progress_bar": "false", "log.plot": "false", "log.tensorboard": "false"}
+    cfg = override(dataclasses.replace(tiny(), steps=4), [f"{k}={v}" for k, v in settings.items()])
+    train(cfg, tmp_path / "one")
+    args = ["--workdir", str(tmp_path / "two"), "--config", "tiny", "--steps", "4"]
+    for k, v in settings.items():
+        args += ["--set", f"{k}={v}"]
+    assert launch(2, 4, "experiments.pretrain", args, timeout=300) == 0
+    one, two = (read_jsonl(tmp_path / run / "metrics.jsonl") for run in ("one", "two"))
+    assert [r["step"] for r in two] == [1, 2, 3, 4]
+    np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
