@@ -8,6 +8,9 @@ checkpoint that looks finished; the previous ones stay untouched.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ class Checkpointer:
             enable_async_checkpointing=cfg.async_save,
             create=True,
         )
+        self._failed_restore = False
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
 
     def latest_step(self) -> int | None:
@@ -51,19 +55,26 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state: PyTree, abstract_data: PyTree) -> tuple[PyTree, PyTree]:
         """Restore into the shardings carried by the abstract targets (ShapeDtypeStructs)."""
+        log = self.directory.parent / "restore_errors.log"
         try:
-            restored = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.StandardRestore(abstract_data)
-                ),
-            )
+            # A damaged checkpoint makes tensorstore's reader threads print tracebacks on fd 2
+            # (while and after the restore fails); they go to a log file instead of burying the
+            # one-sentence error.
+            with _stderr_to(log):
+                restored = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.StandardRestore(abstract_data)
+                    ),
+                )
         except Exception as e:  # orbax raises many types (ValueError, FileNotFoundError, tensorstore errors)
+            # Leave the manager open: reads still in flight call back into orbax's event loop.
+            self._failed_restore = True
             reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise HoloError(
                 f"the checkpoint for step {step} in {self.directory} cannot be restored ({reason}); "
                 f"if it is damaged, move that step's directory aside to resume from the previous checkpoint "
-                f"(steps present: {self.all_steps()}), or use a new --workdir."
+                f"(steps present: {self.all_steps()}), or use a new --workdir (details: {log})."
             ) from e
         return restored["state"], restored["data"]
 
@@ -72,4 +83,25 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.close()
+        if not self._failed_restore:
+            self._manager.close()
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path):
+    """Send file descriptor 2 to `path` for the block. If the block raises, fd 2 stays there (late
+    writers included) while `sys.stderr` moves to the original terminal for the error message."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(target, 2)
+    os.close(target)
+    try:
+        yield
+    except BaseException:
+        sys.stderr = os.fdopen(saved, "w", buffering=1)
+        raise
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
