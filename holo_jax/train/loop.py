@@ -149,8 +149,12 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
     rows_sharding = batch_sharding(mesh)
     shard_index, shard_count = process_rows(rows_sharding, b, t)
 
+    sources: dict[str, Any] = {}  # opened once: every eval re-reads the same validation batches
+
     def data_iter(split: str) -> PackedBatches:
-        return PackedBatches(make_source(cfg.data, split), tokenizer, seq_len=t, global_batch=b,
+        if split not in sources:
+            sources[split] = make_source(cfg.data, split)
+        return PackedBatches(sources[split], tokenizer, seq_len=t, global_batch=b,
                              process_index=shard_index, process_count=shard_count, seed=cfg.data.seed)
 
     model_for = lambda policy: CausalLM(dataclasses.replace(cfg.model, remat=policy))  # noqa: E731
