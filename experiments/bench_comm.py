@@ -13,8 +13,9 @@ Prints one JSON object (run as root for the emulated links):
                      over TCP); fp32 is `lax.pmean`, the others `collectives.quantized_pmean`. The slow
                      links are emulated: both processes run in a network namespace created for the
                      purpose, whose loopback is shaped by `tc ... tbf`, and removed afterwards. Where
-                     `ip netns`/`tc` are unavailable, `link_emulation` says why and only loopback is
-                     reported.
+                     `ip netns`/`tc` are unavailable, `link_emulation` says why, `skipped_links`
+                     names each link left out with its reason, a note goes to stderr, and only
+                     loopback is reported.
   final_loss         {fp32, int8_ef, int4_ef, int8_noef}: train loss after --steps steps of the pretrain
                      default on 8 simulated devices (data=8), same data and seed for all; the eval loss
                      at the end, the ratio to fp32, and a loss-curve PNG in --out-dir.
@@ -171,15 +172,35 @@ def _time_allreduce(prefix: list[str], size: int, repeats: int, timeout: float) 
 
 
 def allreduce_seconds(size: int, repeats: int, links: list[str]) -> dict:
-    problem = _link_emulation_problem()
-    out: dict = {"seconds": {}, "samples": {}, "link_emulation": problem or "ip netns + tc tbf on loopback"}
+    """Time every scheme over each of `links`. A link that cannot be measured (no `ip`/`tc`, no
+    permission for namespaces, workers that fail inside one) is skipped with its reason under
+    `skipped_links` and a note on stderr; the other links are still measured."""
+    unknown = [link for link in links if link not in LINKS]
+    if unknown:
+        raise ValueError(f"unknown links {unknown}; choose from {', '.join(LINKS)}")
+    shaped = [link for link in links if LINKS[link] is not None]
+    problem = _link_emulation_problem() if shaped else None
+    out: dict = {"seconds": {}, "samples": {}, "link_emulation": problem or "ip netns + tc tbf on loopback",
+                 "skipped_links": {}}
     for link in links:
         if LINKS[link] is not None and problem:
+            out["skipped_links"][link] = problem
             continue
-        with (_shaped_namespace(LINKS[link]) if LINKS[link] else contextlib.nullcontext([])) as prefix:
-            times = _time_allreduce(prefix, size, repeats, timeout=1800)
+        try:
+            with (_shaped_namespace(LINKS[link]) if LINKS[link] else contextlib.nullcontext([])) as prefix:
+                times = _time_allreduce(prefix, size, repeats, timeout=1800)
+        except (subprocess.CalledProcessError, OSError, RuntimeError) as e:
+            # One broken link (e.g. tc refused a rate) must not cost the figures of the others.
+            reason = (f"{' '.join(map(str, e.cmd[:4]))} failed: {(e.stderr or b'').decode(errors='replace').strip()[:200]}"
+                      if isinstance(e, subprocess.CalledProcessError) else str(e)[:300])
+            out["skipped_links"][link] = reason
+            print(f"bench_comm: {link} link not measured ({reason})", file=sys.stderr, flush=True)
+            continue
         out["seconds"][link] = {s: t["median"] for s, t in times.items()}
         out["samples"][link] = {s: t["samples"] for s, t in times.items()}
+    if shaped and all(link in out["skipped_links"] for link in shaped) and "loopback" in out["seconds"]:
+        reasons = "; ".join(sorted(set(out["skipped_links"][link] for link in shaped)))
+        print(f"bench_comm: cannot emulate slow links ({reasons}): reporting loopback only", file=sys.stderr, flush=True)
     out["speedup_vs_fp32"] = {link: {s: t["fp32"] / v for s, v in t.items()} for link, t in out["seconds"].items()}
     return out
 

@@ -31,9 +31,12 @@ class ModelConfig:
     compute_dtype: str = "float32"
     # Scanning the layer stack keeps compile time flat in depth.
     scan_layers: bool = True
-    # Rematerialisation policy: a name from holo_jax.memory.REMAT_POLICIES, or "auto" to let the
-    # trainer compile the candidates and take the least-recompute one that fits `memory.budget_bytes`.
-    remat: str = "none"
+    # Rematerialisation policy: a name from holo_jax.memory.REMAT_POLICIES ("none" = save every
+    # activation), "auto" to let the trainer compile the candidates and take the least-recompute one
+    # that fits the per-device budget (see MemoryConfig), or "default": "auto" where that budget is
+    # known (memory.budget_bytes set, or devices that report their memory: GPUs, TPUs), else "none".
+    # config.json records the value as given; the policy that ran is in metrics.jsonl's first row.
+    remat: str = "default"
     # Pad the embedding table to a multiple of this so the logits matmul tiles well
     # (the same trick as nanoGPT's 50257 -> 50304).
     vocab_multiple: int = 128
@@ -46,6 +49,20 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    def check(self) -> None:
+        """One sentence for a model that cannot be built (before any shape arithmetic divides by it)."""
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len", "vocab_multiple"):
+            if getattr(self, name) < 1:
+                raise HoloError(f"model.{name} must be at least 1, got {getattr(self, name)}.")
+        if self.d_model % self.n_heads:
+            raise HoloError(f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}; "
+                            "choose a head count that divides the width.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise HoloError(f"model.dropout must be in [0, 1), got {self.dropout}.")
+        # float16 would need loss scaling, which this trainer does not do; bfloat16 has float32's range.
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise HoloError(f"model.compute_dtype must be float32 or bfloat16, got `{self.compute_dtype}`.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +119,12 @@ class LogConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MemoryConfig:
-    """How `model.remat=auto` chooses a policy (holo_jax.memory.plan_remat)."""
+    """How `model.remat=auto` (and the default, where a budget is known) chooses a policy
+    (holo_jax.memory.plan_remat)."""
 
     # Per-device budget for one train step; 0 = 90% of the memory the device reports. GPUs and
-    # TPUs report it, CPUs do not, so a CPU run with remat=auto must set it.
+    # TPUs report it, CPUs do not, so a CPU run with remat=auto must set it (with remat=default,
+    # setting it is what turns planning on there).
     budget_bytes: int = 0
     # Policies to consider; empty = every registered one (offload ones only where they save memory).
     policies: tuple[str, ...] = ()
@@ -123,8 +142,16 @@ class GradCommConfig:
     block_size: int = 256  # values per block, each with one float32 scale (even: int4 packs pairs)
     rounding: str = "nearest"  # nearest | stochastic (unbiased)
     error_feedback: bool = True  # add what quantization dropped back into the next step
-    # Mesh axes the encoded all-reduce runs over: pure data-parallel axes, the ones across hosts.
-    axes: tuple[str, ...] = ("data",)
+    # Mesh axes the encoded all-reduce runs over. Empty (the default) means "from the mesh": the
+    # pure data-parallel axes whose devices sit in different processes (hosts, i.e. the slow
+    # fabric), or `data` when the whole mesh is one process. Explicit values (`--set
+    # grad_comm.axes=data`) must be pure data-parallel axes. The resolved axes and island are in
+    # the run_start event's config (holo_jax.parallel.data_parallel.resolve_grad_comm).
+    axes: tuple[str, ...] = ()
+    # Hierarchical reduction: devices of the quantized axis averaged in float32 first (one
+    # island, e.g. one host's NVLink domain), then encoded across islands. 0 = auto: the devices
+    # of one process when the axis crosses processes, else 1; 1 = flat (every device encodes).
+    island: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 
 from holo_jax.errors import HoloError
 from holo_jax.memory.hlo_flops import hlo_flops
-from holo_jax.memory.remat import OFFLOAD_POLICIES, REMAT_POLICIES, offload_is_measurable
+from holo_jax.memory.remat import AUTO, DEFAULT, OFFLOAD_POLICIES, REMAT_POLICIES, offload_is_measurable, remat_policy
 from holo_jax.train.step import jit_train_step
 
 PyTree = Any
@@ -167,6 +167,13 @@ class RematPlan:
                 "planning_seconds": round(self.seconds, 3),
                 "candidates": [x.as_dict() for x in self.costs]}
 
+    def metrics(self) -> dict[str, Any]:
+        """The decision as flat metrics fields (one row of metrics.jsonl carries them)."""
+        c = self.chosen
+        return {"remat_policy": c.candidate.policy, "remat_microbatches": c.candidate.microbatches,
+                "remat_peak_bytes": c.peak_bytes, "remat_budget_bytes": self.budget_bytes,
+                "remat_candidates": len(self.costs), "remat_planning_seconds": round(self.seconds, 3)}
+
     def table(self) -> str:
         return decision_table(self.costs, self.budget_bytes, self.chosen, self.offload_measurable)
 
@@ -259,6 +266,21 @@ def resolve_budget(budget_bytes: int, devices: Sequence[jax.Device]) -> int:
             "model.remat=<policy>."
         )
     return budget
+
+
+def resolve_remat(requested: str, budget_bytes: int, devices: Sequence[jax.Device]) -> tuple[str, int | None]:
+    """What `model.remat=requested` runs as: ("auto", budget) or (a policy name, None).
+
+    The default plans where a budget is known (an explicit one, or devices that report their
+    memory, as GPUs and TPUs do) and is "none" elsewhere, so a CPU run needs no setting; an
+    explicit "auto" without a budget is one clear error (`resolve_budget`)."""
+    if requested == DEFAULT:
+        budget = budget_bytes if budget_bytes > 0 else default_budget(devices)
+        return (AUTO, budget) if budget is not None else ("none", None)
+    if requested == AUTO:
+        return AUTO, resolve_budget(budget_bytes, devices)
+    remat_policy(requested)  # an unknown name fails here, before the mesh and the data are set up
+    return requested, None
 
 
 def candidate_policies(requested: Sequence[str], devices: Sequence[jax.Device]) -> tuple[str, ...]:

@@ -19,6 +19,10 @@ cp = jax.checkpoint_policies
 
 # `model.remat` value that asks the trainer to choose a policy with the planner.
 AUTO = "auto"
+# `model.remat`'s default: the trainer plans (`auto`) where a per-device budget is known and uses
+# "none" elsewhere (`holo_jax.memory.resolve_remat`). A model built directly, outside the trainer,
+# treats it as "none".
+DEFAULT = "default"
 
 _QKV = ("query_proj", "key_proj", "value_proj")
 _PROJECTIONS = (*_QKV, "attention_out", "mlp_hidden", "mlp_out")
@@ -54,6 +58,11 @@ OFFLOAD_POLICIES = frozenset(name for name in REMAT_POLICIES if name.startswith(
 
 def remat_policy(name: str) -> Callable | None:
     """The `jax.checkpoint` policy registered under `name` (None for "none")."""
+    if name == DEFAULT:
+        # Reached only by a model built outside the trainer (which resolves the default first) and
+        # that wraps its layers because the name is not "none": keeping every residual recomputes
+        # nothing, which is what "none" means.
+        return cp.everything_saveable
     if name == AUTO:
         raise HoloError(
             "remat=auto is resolved by the trainer's memory planner before the model is built; "
@@ -61,7 +70,7 @@ def remat_policy(name: str) -> Callable | None:
         )
     if name not in REMAT_POLICIES:
         raise HoloError(
-            f"unknown remat policy `{name}`; choose `{AUTO}` or one of: {', '.join(REMAT_POLICIES)}."
+            f"unknown remat policy `{name}`; choose `{AUTO}`, `{DEFAULT}` or one of: {', '.join(REMAT_POLICIES)}."
         )
     return REMAT_POLICIES[name]
 

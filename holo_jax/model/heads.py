@@ -30,6 +30,7 @@ class SequenceClassifier(nn.Module):
         logits_bc = nn.Dense(
             self.num_classes, param_dtype=jnp.float32, name="classifier",
             kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", None)),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
         )(pooled_bd).astype(jnp.float32)
         outputs = {"pooled": pooled_bd, "hidden": hidden_btd}
         if weights is not None:

@@ -14,6 +14,8 @@ Conventions:
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Any
 
 import flax.linen as nn
@@ -76,7 +78,8 @@ class CausalSelfAttention(nn.Module):
         q_btnh, k_bsnh, v_bsnh = proj("query"), proj("key"), proj("value")
         if self.capture_attention:
             # Explicit weights, needed by the explanation engine; softmax in float32.
-            scores_bnts = jnp.einsum("btnh,bsnh->bnts", q_btnh, k_bsnh).astype(jnp.float32) * h**-0.5
+            scores_bnts = jnp.einsum("btnh,bsnh->bnts", q_btnh, k_bsnh,
+                                     preferred_element_type=jnp.float32) * h**-0.5
             t = x_btd.shape[1]
             causal_ts = jnp.tril(jnp.ones((t, t), dtype=bool))
             scores_bnts = jnp.where(causal_ts, scores_bnts, jnp.finfo(jnp.float32).min)
@@ -201,7 +204,9 @@ class Decoder(nn.Module):
     def attend_vocab(self, x_btd: Array) -> Array:
         """Tied output projection: logits against the embedding table."""
         dtype = jnp.dtype(self.cfg.compute_dtype)
-        return jnp.einsum("btd,vd->btv", x_btd, self.embedding.astype(dtype))
+        # Accumulate in float32: the logits feed a softmax over the whole vocabulary, where bf16's
+        # 8-bit mantissa would be lost after the fact.
+        return jnp.einsum("btd,vd->btv", x_btd, self.embedding.astype(dtype), preferred_element_type=jnp.float32)
 
 
 class CausalLM(nn.Module):
@@ -222,6 +227,7 @@ class CausalLM(nn.Module):
             logits_btv = nn.Dense(
                 cfg.padded_vocab, dtype=jnp.dtype(cfg.compute_dtype), param_dtype=jnp.float32,
                 use_bias=False, name="lm_head",
+                dot_general=functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32),
                 kernel_init=nn.with_logical_partitioning(_dense_init(), ("embed", "vocab")),
             )(hidden_btd)
         logits_btv = _constrain(logits_btv, "batch", "length", "act_vocab").astype(jnp.float32)

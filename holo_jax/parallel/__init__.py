@@ -3,15 +3,17 @@ communication-efficient gradient aggregation (quantized all-reduce with error fe
 from holo_jax.parallel.collectives import (
     hierarchical_quantized_pmean, pmean_error_bound, quantized_pmean, quantized_psum, two_phase_pmean,
 )
-from holo_jax.parallel.data_parallel import ExactMean, GradComm, QuantizedMean, make_grad_comm
+from holo_jax.parallel.data_parallel import (
+    ExactMean, GradComm, GradCommPlan, QuantizedMean, make_grad_comm, plan_grad_comm, resolve_grad_comm,
+)
 from holo_jax.parallel.grad_comm import QuantizedGradientMeanState, quantized_gradient_mean
-from holo_jax.parallel.mesh import build_mesh
+from holo_jax.parallel.mesh import build_mesh, cross_process_axes
 from holo_jax.parallel.quantize import Codec
 from holo_jax.parallel.rules import LOGICAL_AXIS_RULES, MESH_AXES, batch_sharding, logical_to_sharding
 
 __all__ = [
-    "Codec", "ExactMean", "GradComm", "LOGICAL_AXIS_RULES", "MESH_AXES", "QuantizedGradientMeanState",
-    "QuantizedMean", "batch_sharding", "build_mesh", "hierarchical_quantized_pmean", "logical_to_sharding",
-    "make_grad_comm", "pmean_error_bound", "quantized_gradient_mean", "quantized_pmean", "quantized_psum",
-    "two_phase_pmean",
+    "Codec", "ExactMean", "GradComm", "GradCommPlan", "LOGICAL_AXIS_RULES", "MESH_AXES", "QuantizedGradientMeanState",
+    "QuantizedMean", "batch_sharding", "build_mesh", "cross_process_axes", "hierarchical_quantized_pmean", "logical_to_sharding",
+    "make_grad_comm", "plan_grad_comm", "pmean_error_bound", "quantized_gradient_mean", "quantized_pmean", "quantized_psum",
+    "resolve_grad_comm", "two_phase_pmean",
 ]

@@ -5,7 +5,9 @@ compiler inserts the float32 reduction over every batch axis. It has no state an
 operation, so the step compiles exactly as it does without it.
 
 `QuantizedMean` (schemes `bf16`, `int8`, `int4`) makes the reduction over the slow axes
-(`data` by default: the axis the topology plan lays across hosts) explicit so it can be encoded:
+explicit so it can be encoded. Which axes are slow is read from the mesh (`plan_grad_comm`): the
+pure data-parallel axes whose devices sit in different processes (on GPU clusters a process is a
+host, and the topology planner lays `data` across hosts), or `data` on a single process.
 
   1. per-replica gradients: `jax.vmap` of the gradient function over the replicas' rows with
      `spmd_axis_name` = the quantized axes, so each replica's gradient is a slice of a
@@ -17,6 +19,11 @@ operation, so the step compiles exactly as it does without it.
      runs `grad_comm.quantized_gradient_mean` across the quantized axes on each device's part
      (so each device encodes and sends only its part), then reassembles the replica's bucket
      over the fast axes in float32. The mean is identical on every replica.
+  3. hierarchical (`island` > 1, automatic when the quantized axis holds several devices of each
+     process): the shard_map runs on a copy of the mesh whose quantized axis is split into
+     (`<axis>_across`, `<axis>_within`) — same devices, same order, so no data moves — and the
+     devices within an island first reduce-scatter in float32, then each encodes only its 1/island
+     share across islands, then the island all-gathers in float32 (ZeRO++'s hierarchical qgZ).
 
 Why vmap rather than running the model inside the shard_map: with the model inside a partially
 manual shard_map, XLA (jax 0.10.2, Shardy) aborts with a CHECK failure in the SPMD partitioner on
@@ -31,21 +38,26 @@ the other axes), so they are checkpointed and restored with the rest of the stat
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any, Callable, Protocol
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from holo_jax.config import GradCommConfig
 from holo_jax.errors import HoloError
 from holo_jax.parallel.collectives import Residuals
 from holo_jax.parallel.grad_comm import QuantizedGradientMeanState, quantized_gradient_mean
+from holo_jax.parallel.mesh import cross_process_axes, process_grid
 from holo_jax.parallel.quantize import Codec
 from holo_jax.parallel.rules import BATCH_AXES, LOGICAL_AXIS_RULES
+
+logger = logging.getLogger(__name__)
 
 PyTree = Any
 Batch = dict[str, jax.Array]
@@ -102,6 +114,19 @@ def _stacked(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: x[None], tree)
 
 
+def _split_spec(spec: P, axis: str, parts: tuple[str, str]) -> P:
+    """`spec` with mesh axis `axis` replaced by its two parts (major first): the same layout."""
+
+    def split(entry):
+        if entry == axis:
+            return parts
+        if isinstance(entry, tuple):
+            return tuple(x for a in entry for x in (parts if a == axis else (a,)))
+        return entry
+
+    return P(*(split(e) for e in spec))
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantizedMean:
     """Per-replica gradients averaged by a quantized all-reduce over the mesh axes `axes`.
@@ -110,17 +135,52 @@ class QuantizedMean:
     over the other mesh axes (`inner_axes`). The collective's shard_map is manual over *every*
     axis, so each device encodes and sends only its own part of its replica's bucket; left to
     automatic sharding inside a replica, the compiler replicates the bucket there and every
-    device would send all of it."""
+    device would send all of it. With `island` > 1 (one quantized axis only) each run of `island`
+    consecutive devices along it is reduced in float32 first and only the islands' means are
+    encoded (see the module docstring)."""
 
     mesh: Mesh
     axes: tuple[str, ...]
     codec: Codec
     error_feedback: bool = True
     seed: int = 0
+    island: int = 1
+
+    def __post_init__(self):
+        if self.island > 1 and (len(self.axes) != 1 or self.mesh.shape[self.axes[0]] % self.island):
+            raise ValueError(f"island={self.island} needs one quantized axis whose size it divides, got {self.axes}")
+
+    @property
+    def _parts(self) -> tuple[str, str]:
+        """Names of the quantized axis' two parts in the hierarchical mesh: (across, within)."""
+        return f"{self.axes[0]}_across", f"{self.axes[0]}_within"
+
+    @property
+    def collective_mesh(self) -> Mesh:
+        """The mesh the collective's shard_map runs on: `mesh`, or with `island` > 1 the same
+        devices in the same order with the quantized axis split into (across, within) islands."""
+        if self.island == 1:
+            return self.mesh
+        axis = self.axes[0]
+        names, shape = [], []
+        for name in self.mesh.axis_names:
+            size = self.mesh.shape[name]
+            if name == axis:
+                names += self._parts
+                shape += [size // self.island, self.island]
+            else:
+                names.append(name)
+                shape.append(size)
+        return Mesh(self.mesh.devices.reshape(shape), tuple(names), axis_types=(AxisType.Auto,) * len(names))
 
     @property
     def transform(self) -> optax.GradientTransformation:
-        return quantized_gradient_mean(self.axes, self.codec, error_feedback=self.error_feedback, seed=self.seed)
+        # The encoded exchange runs across islands only; the non-finite check spans every device,
+        # so all of them agree on skipping (a NaN in one device's part reaches only some of the
+        # others through the reduce-scatter, and they would otherwise update their residuals).
+        encoded_axes = self.axes if self.island == 1 else self._parts[0]
+        return quantized_gradient_mean(encoded_axes, self.codec, error_feedback=self.error_feedback, seed=self.seed,
+                                       finite_axes=self.collective_mesh.axis_names)
 
     @property
     def replicas(self) -> int:
@@ -136,11 +196,24 @@ class QuantizedMean:
         return -(-size // unit) * unit
 
     def _manual(self, fn: Callable, in_specs: Any, out_specs: Any) -> Callable:
-        return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs)
+        if self.island == 1:
+            return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs)
+        mesh = self.collective_mesh
+        split = lambda specs: jax.tree.map(lambda p: _split_spec(p, self.axes[0], self._parts), specs,  # noqa: E731
+                                           is_leaf=lambda x: isinstance(x, P))
+        mapped = jax.shard_map(fn, mesh=mesh, in_specs=split(in_specs), out_specs=split(out_specs))
+
+        def call(*args):
+            # Shardings on the split mesh equal those on `mesh` (same device order); the context
+            # mesh of the surrounding jit must name the same axes as shard_map's mesh.
+            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+                return mapped(*args)
+
+        return call
 
     def init(self, params: PyTree) -> PyTree:
         # The transform's init asks for the axis size, so it runs on each device inside the shard_map.
-        inner = math.prod(self.mesh.shape[a] for a in self.inner_axes)
+        inner = math.prod(self.mesh.shape[a] for a in self.inner_axes) * self.island
         size = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
         part = jax.ShapeDtypeStruct((self._bucket_size(size) // inner,), jnp.float32)
         return self._manual(lambda: _stacked(self.transform.init(part)), (), self.partition_specs(None))()
@@ -151,7 +224,7 @@ class QuantizedMean:
         inner = self.inner_axes or None
         residuals = None
         if self.error_feedback:
-            # sent [replicas, D, blocks, B], owned [replicas, blocks, B]
+            # sent [replicas, D, blocks, B], owned [replicas, blocks, B]; D = replicas / island
             residuals = Residuals(sent=P(self.axes, None, inner, None), owned=P(self.axes, inner, None))
         rng_key = P(self.axes, None) if self.codec.needs_key else None
         return QuantizedGradientMeanState(residuals, rng_key)
@@ -181,14 +254,20 @@ class QuantizedMean:
         bucket = jnp.pad(bucket, ((0, 0), (0, self._bucket_size(size) - size)))
         inner = self.inner_axes or None
         bucket = jax.lax.with_sharding_constraint(bucket, NamedSharding(self.mesh, P(self.axes, inner)))
+        within = (self._parts[1],) if self.island > 1 else ()
 
         def reduce(part: jax.Array, local_state: PyTree) -> tuple[jax.Array, PyTree]:
-            mean, new_state = self.transform.update(part[0], _local(local_state))
-            if self.inner_axes:
+            part = part[0]
+            if within:
+                # The island's float32 mean, each device keeping 1/island of it to send across.
+                part = jax.lax.psum_scatter(part, within, scatter_dimension=0, tiled=True) / self.island
+            mean, new_state = self.transform.update(part, _local(local_state))
+            if self.inner_axes or within:
                 # Reassemble the replica's bucket here, over the fast axes only: left to automatic
                 # sharding, the compiler is free to fetch parts from another replica's identical
-                # copy, i.e. across the slow axis, in float32.
-                mean = jax.lax.all_gather(mean, self.inner_axes, axis=0, tiled=True, to="invarying")
+                # copy, i.e. across the slow axis, in float32. Parts are ordered by the inner axes,
+                # then by the position within the island (the reduce-scatter's tiling).
+                mean = jax.lax.all_gather(mean, (*self.inner_axes, *within), axis=0, tiled=True, to="invarying")
             return mean, _stacked(new_state)
 
         specs = self.partition_specs(state)
@@ -212,22 +291,100 @@ def pure_data_axes() -> tuple[str, ...]:
     return tuple(a for a in BATCH_AXES if a not in sharding_other_things)
 
 
-def make_grad_comm(cfg: GradCommConfig, mesh: Mesh, seed: int = 0) -> GradComm:
-    """The aggregation `cfg` asks for on `mesh`; one clear error for a setting that cannot work."""
+@dataclasses.dataclass(frozen=True)
+class GradCommPlan:
+    """What the config resolves to on a mesh (`plan_grad_comm`)."""
+
+    scheme: str
+    axes: tuple[str, ...]  # the quantized mesh axes; empty: the compiler's exact float32 reduction
+    axes_source: str  # "config" (grad_comm.axes given) or "mesh" (derived from the processes)
+    island: int  # devices along the quantized axis reduced in float32 first; 1: flat
+    cross_process_axes: tuple[str, ...]  # mesh axes whose devices sit in different processes
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _process_island(processes: np.ndarray, axis: int) -> int:
+    """The largest run of consecutive devices along `axis` that share a process everywhere in the
+    mesh and tile the axis evenly (1 if none): the island a hierarchical reduction can use."""
+    along = np.moveaxis(processes, axis, 0)
+    n = along.shape[0]
+    for run in range(n, 1, -1):
+        if n % run == 0:
+            runs = along.reshape(n // run, run, -1)
+            if np.all(runs == runs[:, :1]):
+                return run
+    return 1
+
+
+def plan_grad_comm(cfg: GradCommConfig, mesh: Mesh, processes: np.ndarray | None = None) -> GradCommPlan:
+    """Resolve the quantized axes and the island size for `mesh`; one clear error for a setting that
+    cannot work. `processes` (the process index of each mesh position; default: from the devices)
+    lets tests lay one process out as several hosts."""
+    processes = process_grid(mesh) if processes is None else np.asarray(processes)
+    crossing = cross_process_axes(mesh, processes)
+    allowed = pure_data_axes()
     if cfg.scheme == "fp32":
-        return ExactMean()
+        return GradCommPlan("fp32", (), "mesh", 1, crossing)
+    if cfg.axes:
+        axes, source = tuple(cfg.axes), "config"
+        if any(a not in allowed for a in axes):
+            raise HoloError(
+                f"grad_comm.axes={','.join(axes)} must name pure data-parallel mesh axes "
+                f"({', '.join(allowed)}): the quantized all-reduce averages whole per-replica gradients, "
+                f"and other axes also shard parameters; set grad_comm.axes=data or leave it empty to follow the mesh."
+            )
+    else:
+        # The slow fabric is what joins processes (hosts); a single process has no slow link, and
+        # the data axis is quantized there so the feature can be simulated and tested.
+        axes, source = (tuple(a for a in allowed if a in crossing) if crossing else ("data",)), "mesh"
+    warnings = []
+    full_precision = [a for a in crossing if a not in axes]
+    if full_precision:
+        warnings.append(
+            f"grad_comm={cfg.scheme}: mesh axes {', '.join(full_precision)} cross processes but the quantized "
+            f"all-reduce covers only pure data-parallel axes, so their cross-host gradient traffic stays float32"
+            + ("" if axes else "; no data axis crosses processes, so gradients are averaged exactly") + ".")
+    replicas = math.prod(mesh.shape[a] for a in axes)
+    if cfg.island < 0:
+        raise HoloError(f"grad_comm.island={cfg.island} must be 0 (auto), 1 (flat) or a number of devices.")
+    island = cfg.island
+    if island == 0:  # auto: the devices of one process, when the quantized axis crosses processes
+        island = 1
+        if len(axes) == 1 and axes[0] in crossing:
+            island = _process_island(processes, mesh.axis_names.index(axes[0]))
+    elif island > 1:
+        if len(axes) != 1 or replicas % island or island == replicas:
+            raise HoloError(
+                f"grad_comm.island={island} must divide the quantized axis ({'x'.join(axes)}, {replicas} devices) "
+                f"into at least two islands; choose a proper divisor of {replicas}, or 1 for a flat all-reduce."
+            )
+    return GradCommPlan(cfg.scheme, axes if replicas > 1 else (), source, island, crossing, tuple(warnings))
+
+
+def resolve_grad_comm(cfg: GradCommConfig, mesh: Mesh, processes: np.ndarray | None = None) -> GradCommConfig:
+    """`cfg` with the axes and island size it resolves to on `mesh` written in, so that the config
+    the run records (the `run_start` event) says what was quantized, not just "auto"."""
+    if cfg.scheme == "fp32":
+        return cfg
+    plan = plan_grad_comm(cfg, mesh, processes)
+    return dataclasses.replace(cfg, axes=plan.axes, island=plan.island)
+
+
+def make_grad_comm(cfg: GradCommConfig, mesh: Mesh, seed: int = 0, *,
+                   processes: np.ndarray | None = None) -> GradComm:
+    """The aggregation `cfg` asks for on `mesh` (see `plan_grad_comm`); one clear error for a
+    setting that cannot work; the plan's warnings (cross-host traffic left in float32) go to the log."""
     try:
-        codec = Codec(cfg.scheme, cfg.block_size, cfg.rounding)
+        codec = Codec(cfg.scheme, cfg.block_size, cfg.rounding) if cfg.scheme != "fp32" else None
     except ValueError as e:
         raise HoloError(f"grad_comm: {e}; set grad_comm.scheme to fp32, bf16, int8 or int4.") from None
-    axes = tuple(cfg.axes)
-    allowed = pure_data_axes()
-    if not axes or any(a not in allowed for a in axes):
-        raise HoloError(
-            f"grad_comm.axes={','.join(axes) or '(empty)'} must name pure data-parallel mesh axes "
-            f"({', '.join(allowed)}): the quantized all-reduce averages whole per-replica gradients, "
-            f"and other axes also shard parameters."
-        )
-    if math.prod(mesh.shape[a] for a in axes) == 1:
-        return ExactMean()  # a single replica: nothing crosses these axes, so there is nothing to encode
-    return QuantizedMean(mesh, axes, codec, cfg.error_feedback, seed)
+    plan = plan_grad_comm(cfg, mesh, processes)
+    for warning in plan.warnings:
+        logger.warning(warning)
+    if codec is None or not plan.axes:
+        # fp32, or a single replica (nothing crosses the axes, so there is nothing to encode).
+        return ExactMean()
+    return QuantizedMean(mesh, plan.axes, codec, cfg.error_feedback, seed, plan.island)

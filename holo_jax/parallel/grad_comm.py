@@ -14,7 +14,8 @@ State (per device, so init and update both run inside the shard_map):
              its axis index, so roundings are independent across devices.
 
 Non-finite gradients: every device checks its own gradients *before* encoding and the flags are
-summed over the axis (a 4-byte all-reduce). If any device saw a NaN/Inf, the result is all-NaN
+summed over the axis, or over `finite_axes` when each device holds only a part of the vector
+being averaged (a 4-byte all-reduce). If any device saw a NaN/Inf, the result is all-NaN
 — as an exact all-reduce's would be — so a caller's finiteness check cannot be fooled by a
 codec that clips or a scale that hides the bad value, and the residuals keep their old values
 so one bad batch does not poison later steps.
@@ -44,8 +45,13 @@ def _bucket_blocks(params: optax.Params, block_size: int, num_devices: int) -> i
 
 
 def quantized_gradient_mean(axis_name: AxisName, codec: Codec, *, error_feedback: bool = True,
-                            seed: int = 0) -> optax.GradientTransformation:
-    """Average updates over `axis_name` through a quantized two-phase all-reduce."""
+                            seed: int = 0, finite_axes: AxisName | None = None) -> optax.GradientTransformation:
+    """Average updates over `axis_name` through a quantized two-phase all-reduce.
+
+    `finite_axes` (default `axis_name`): the axes over which devices agree that a step had a
+    non-finite gradient; pass every axis whose devices hold parts of the same replica's vector,
+    so that all of them keep their residuals when any part is bad."""
+    finite_axes = axis_name if finite_axes is None else finite_axes
 
     def layout(params: optax.Params) -> tuple[int, int]:
         num_devices = jax.lax.axis_size(axis_name)
@@ -70,7 +76,10 @@ def quantized_gradient_mean(axis_name: AxisName, codec: Codec, *, error_feedback
         leaves, treedef = jax.tree.flatten(updates)
         flat = jnp.concatenate([x.reshape(-1).astype(jnp.float32) for x in leaves])
         locally_bad = jnp.logical_not(jnp.all(jnp.isfinite(flat))).astype(jnp.int32)
-        all_finite = jax.lax.psum(locally_bad, axis_name) == 0
+        # psum only accepts axes the value varies over; adding 0 * axis_index types the flag as
+        # varying over all of `finite_axes` (the compiler folds the zero away).
+        locally_bad = locally_bad + 0 * jax.lax.axis_index(finite_axes)
+        all_finite = jax.lax.psum(locally_bad, finite_axes) == 0
 
         # Zero padding to whole blocks per device quantizes exactly and is dropped below.
         padded = num_devices * blocks * codec.block_size

@@ -67,6 +67,20 @@ def order_devices(devices: Sequence[jax.Device]) -> list[jax.Device]:
     return sorted(devices, key=lambda d: (d.process_index, getattr(d, "local_hardware_id", None) or 0, d.id))
 
 
+def process_grid(mesh: Mesh) -> np.ndarray:
+    """The mesh's device grid as process indices (on GPU clusters a process is a host)."""
+    return np.vectorize(lambda d: d.process_index, otypes=[int])(mesh.devices)
+
+
+def cross_process_axes(mesh: Mesh, processes: np.ndarray | None = None) -> tuple[str, ...]:
+    """Mesh axes along which devices belong to different processes: the axes whose collectives
+    cross the slow inter-host fabric. `processes` (the grid of process indices, default from the
+    devices) lets a test pretend one process is several hosts."""
+    procs = process_grid(mesh) if processes is None else np.asarray(processes)
+    return tuple(name for i, name in enumerate(mesh.axis_names)
+                 if np.any(procs != np.take(procs, [0], axis=i)))
+
+
 def build_mesh(
     cfg: MeshConfig,
     model: ModelConfig | None = None,
@@ -99,12 +113,15 @@ def _sizes_left_at_defaults(cfg: MeshConfig) -> bool:
 
 
 def mesh_for_run(cfg: MeshConfig, model: ModelConfig, global_batch: int, microbatches: int = 1,
-                 devices: Sequence[jax.Device] | None = None) -> tuple[Mesh, dict | None]:
+                 devices: Sequence[jax.Device] | None = None, grad_comm_scheme: str = "fp32"
+                 ) -> tuple[Mesh, dict | None]:
     """The run's mesh and, when the topology planner chose it, the plan (for the event log).
 
     `plan="auto"` with untouched sizes asks the planner: it detects the topology (NVML,
     `nvidia-smi topo -m`, sysfs InfiniBand, jax devices; CPU devices form one island per process)
-    and picks the fastest feasible data x fsdp x tensor split and device order."""
+    and picks the fastest feasible data x fsdp x tensor split and device order. It prices the
+    data-axis gradient reduction under `grad_comm_scheme` (the run's `grad_comm.scheme`), the
+    one that will run: the planner does not switch a run's scheme behind its back."""
     if cfg.plan not in ("auto", "manual"):
         raise HoloError(f"mesh.plan must be auto or manual, got `{cfg.plan}`.")
     devices = order_devices(devices if devices is not None else jax.devices())
@@ -112,6 +129,6 @@ def mesh_for_run(cfg: MeshConfig, model: ModelConfig, global_batch: int, microba
         return build_mesh(cfg, model, devices), None
     from holo_jax.topology import detect, plan  # topology probes are only needed here
 
-    chosen = plan(detect().topology, model, global_batch, microbatches=microbatches)
+    chosen = plan(detect().topology, model, global_batch, microbatches=microbatches, grad_comm=(grad_comm_scheme,))
     sizes = MeshConfig(**chosen.axis_sizes, plan="manual")
     return build_mesh(sizes, model, devices, chosen.device_order), chosen.to_dict()

@@ -5,12 +5,21 @@ integers plus one float32 scale (its largest magnitude / qmax), the block-based 
 ZeRO++ (arXiv:2306.10209, section 3.1): one scale per block instead of per tensor keeps one
 outlier from flattening the resolution of every other value. int4 values travel two per byte.
 
-Error bounds, per block with largest magnitude `a` (what `Codec.error_bound` returns):
-  int8/int4, round to nearest   |x - decode(encode(x))| <= a / (2 qmax)    (qmax = 127 for int8, 7 for int4)
-  int8/int4, stochastic         |x - decode(encode(x))| <  a / qmax        and unbiased
-  bf16, round to nearest        |x - decode(encode(x))| <= a * 2^-8
-  bf16, stochastic              |x - decode(encode(x))| <  a * 2^-7        and unbiased
-up to float32 rounding of the scaling itself (relative 2^-23). Zero blocks decode to exact zeros.
+Error bounds, per block with largest magnitude `a` (what `Codec.error_bound` returns), for every
+finite input:
+  int8/int4, round to nearest   |x - decode(encode(x))| <= A / (2 qmax)    (qmax = 127 for int8, 7 for int4)
+  int8/int4, stochastic         |x - decode(encode(x))| <  A / qmax        and unbiased
+  bf16, round to nearest        |x - decode(encode(x))| <= A * 2^-8
+  bf16, stochastic              |x - decode(encode(x))| <  A * 2^-7        and unbiased
+with A = max(a, floor), floor = qmax * 2^-125 (int8/int4) or 2^-118 (bf16), up to float32
+rounding of the scaling itself (relative 2^-23). The floor exists because XLA:CPU (and GPUs in
+flush-to-zero mode) treat subnormal float32 values as zero: a scale a/qmax below 2^-126 would
+decode a whole block to zeros, and qmax/a above the float32 range would overflow. Clamping the
+scale to >= 2 * 2^-126 keeps every scale, grid factor and non-zero decoded value normal. Either
+way, below the floor the bound is an absolute 2^-126 (round to nearest) or 2^-125 (stochastic):
+the error float32 makes there anyway, and the smallest bound that is itself a normal float32.
+Finite values beyond the largest bfloat16 saturate to it instead of becoming inf.
+Zero blocks decode to exact zeros.
 Stochastic rounding rounds up with probability equal to the fractional part, so the expected
 decoded value is exactly `x` — the property error feedback and long sums of gradients need.
 """
@@ -24,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 SCHEMES = ("bf16", "int8", "int4")
+_SMALLEST_NORMAL = 2.0**-126  # float32; anything below is flushed to zero by XLA:CPU
 ROUNDINGS = ("nearest", "stochastic")
 _QMAX = {"int8": 127, "int4": 7}  # symmetric ranges: -128 / -8 stay unused so 0 is exactly representable
 _INT4_OFFSET = 8  # int4 values in [-7, 7] are stored as unsigned nibbles 1..15
@@ -33,7 +43,7 @@ class Encoded(NamedTuple):
     """What goes over the wire for a stack of blocks `[..., block_size]`."""
 
     payload: jax.Array  # int8 [..., B] | uint8 [..., B/2] (int4 pairs) | uint16 [..., B] (bfloat16 bits)
-    scale: jax.Array | None  # float32 [..., 1], one per block; None for bf16
+    scale: jax.Array | None  # float32 [..., 1], one per block (>= 2^-125, see above); None for bf16
 
 
 def pack_int4(q: jax.Array) -> jax.Array:
@@ -59,13 +69,24 @@ def _round(y: jax.Array, rounding: str, key: jax.Array | None) -> jax.Array:
 def quantize_blocks(blocks: jax.Array, qmax: int, rounding: str = "nearest",
                     key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """float32 [..., B] -> (int8 values in [-qmax, qmax] [..., B], float32 scale [..., 1])."""
-    amax = jnp.max(jnp.abs(blocks), axis=-1, keepdims=True)
+    # The floor keeps the scale (>= 2^-125) and the grid factor (<= qmax 2^125) normal and finite
+    # (see the module docstring); it also makes an all-zero block encode to 0 rather than 0/0.
+    amax = jnp.maximum(jnp.max(jnp.abs(blocks), axis=-1, keepdims=True), _int_floor(qmax))
     # One division per block and a multiply per value: a divide per value made encoding 3x
-    # slower on CPU. An all-zero block gets factor 0, so its values encode to 0, not 0/0.
-    to_grid = jnp.where(amax > 0, qmax / jnp.where(amax > 0, amax, 1.0), 0.0)
+    # slower on CPU.
+    to_grid = qmax / amax
     # |y| <= qmax up to float rounding; the clip catches y = 127.00001 rounding up to 128.
     q = jnp.clip(_round(blocks * to_grid, rounding, key), -qmax, qmax).astype(jnp.int8)
-    return q, amax / qmax
+    scale = amax / qmax
+    # If amax / qmax rounded up, qmax * scale could exceed amax and, for amax near the float32
+    # maximum, decode to inf; one step down keeps every decoded value within [-amax, amax].
+    scale = jnp.where(scale * qmax > amax, jnp.nextafter(scale, 0.0), scale)
+    return q, scale
+
+
+def _int_floor(qmax: int) -> float:
+    """Smallest block magnitude the int codecs resolve: scale = floor / qmax = 2 * 2^-126."""
+    return qmax * 2.0 * _SMALLEST_NORMAL
 
 
 def dequantize_blocks(q: jax.Array, scale: jax.Array) -> jax.Array:
@@ -86,6 +107,11 @@ def _to_bf16_bits(x: jax.Array, rounding: str, key: jax.Array | None) -> jax.Arr
         # Uniform noise in the dropped bits rounds up with probability equal to their fraction.
         carry = jax.random.bits(key, x.shape, jnp.uint32) >> 16
     rounded = ((bits + carry) >> 16).astype(jnp.uint16)
+    # Finite values above the largest bfloat16 (3.3895e38) would carry into the exponent and
+    # become inf; saturating to the largest finite bfloat16 (0x7F7F, sign kept) stays within the
+    # bound. Subtracting 1 from the bits of +-inf gives exactly that.
+    overflowed = ((rounded & 0x7FFF) == 0x7F80) & jnp.isfinite(x)
+    rounded = rounded - overflowed.astype(jnp.uint16)
     return jnp.where(jnp.isnan(x), jnp.uint16(0x7FC0), rounded)  # a carry could turn a NaN into -0
 
 
@@ -129,12 +155,17 @@ class Codec:
         return dequantize_blocks(q, encoded.scale)
 
     def error_bound(self, amax: jax.Array) -> jax.Array:
-        """Largest |x - decode(encode(x))| in a block whose largest magnitude is `amax`."""
+        """Largest |x - decode(encode(x))| in a block whose largest magnitude is `amax`.
+
+        Linear in `amax` above a floor (see the module docstring); below it, an absolute bound of
+        2^-126 (round to nearest) or 2^-125 (stochastic)."""
         if self.scheme == "bf16":
             relative = 2.0**-8 if self.rounding == "nearest" else 2.0**-7
+            floor = 2.0**8 * _SMALLEST_NORMAL  # so that floor * 2^-8 is still a normal float32
         else:
             relative = (0.5 if self.rounding == "nearest" else 1.0) / _QMAX[self.scheme]
-        return amax * relative
+            floor = _int_floor(_QMAX[self.scheme])
+        return jnp.maximum(amax, floor) * relative
 
 
 def to_blocks(x: jax.Array, block_size: int, num_chunks: int = 1) -> jax.Array:

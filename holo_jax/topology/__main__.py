@@ -5,13 +5,15 @@
     python -m holo_jax.topology --json            # detect this machine (CPU devices here)
 
 The workload planned for is the trainer's default `TrainConfig` (global batch, microbatches,
-model), or a published GPT shape with `--model`, adjusted with `--set key=value`.
+model), or a published GPT shape with `--model`, adjusted with `--set key=value`; gradients are
+priced under the configured `grad_comm.scheme` (e.g. `--set grad_comm.scheme=int8`).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +23,7 @@ from holo_jax.errors import HoloError, exit_on_user_error
 from holo_jax.topology import nvidia_smi
 from holo_jax.topology.detect import detect
 from holo_jax.topology.model import Topology, replicate
-from holo_jax.topology.plan import AXES, Workload, candidates, describe, explain
+from holo_jax.topology.plan import AXES, Workload, candidates, describe, explain, nothing_fits
 from holo_jax.topology.presets import PRESETS, preset
 from holo_jax.topology.probes import Probe
 from holo_jax.topology.published import MODELS
@@ -57,6 +59,8 @@ def load_topology(args: argparse.Namespace) -> tuple[Topology, list[Probe]]:
         found = detect()
         topology, probes = found.topology, list(found.probes)
     if args.nic_gbit is not None:
+        if not (math.isfinite(args.nic_gbit) and args.nic_gbit > 0):
+            raise HoloError(f"--nic-gbit must be a positive number of Gb/s, got {args.nic_gbit}.")
         topology = dataclasses.replace(topology, links=dataclasses.replace(topology.links, default_nic_gbit=args.nic_gbit))
     if args.hosts is not None:
         topology = replicate(topology, args.hosts)
@@ -80,7 +84,7 @@ def report(topology: Topology, probes: list[Probe], work: Workload, show: int) -
     except HoloError as e:  # the topology is still worth showing when it cannot be planned on
         return {**out, "mesh_plan": None, "mesh_plan_error": str(e)}
     if not ranked[0].feasible:
-        return {**out, "mesh_plan": None, "mesh_plan_error": "no candidate is feasible: " + ranked[0].problems[0]}
+        return {**out, "mesh_plan": None, "mesh_plan_error": nothing_fits(ranked, topology)}
     best = dataclasses.replace(ranked[0], why=explain(ranked))
     out["mesh_plan"] = best.to_dict()
     if show:
@@ -117,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     topology, probes = load_topology(args)
     if args.save:
         topology.save(args.save)
-    work = Workload(cfg.model, cfg.global_batch, cfg.model.max_len, cfg.microbatches)
+    work = Workload(cfg.model, cfg.global_batch, cfg.model.max_len, cfg.microbatches,
+                    grad_comm=(cfg.grad_comm.scheme,))
     out = report(topology, probes, work, EXPLAIN_TOP if args.explain else 0)
     print(json.dumps(out, indent=2) if args.json else render(out))
 

@@ -40,6 +40,11 @@ class GroupLink:
     intra_latency_s: float  # per ring step inside a host
     inter_latency_s: float  # per ring step that crosses hosts
     base_latency_s: float
+    # The two link classes apart (GB/s, inf where the group has none): NVLink/PCIe ring bandwidth
+    # inside a host, and the NIC bandwidth behind the group's members on its worst host. An
+    # all-to-all uses both at once, a ring is bound by the slower (`bus_gbyte`).
+    intra_gbyte: float = math.inf
+    inter_gbyte: float = math.inf
 
 
 def ring_all_reduce_s(nbytes: float, g: GroupLink) -> float:
@@ -76,6 +81,24 @@ def reduce_scatter_s(nbytes: float, g: GroupLink) -> float:
 
 
 all_gather_s = reduce_scatter_s
+
+
+def two_phase_s(encoded_bytes: float, g: GroupLink) -> float:
+    """holo_jax's two-phase all-reduce (holo_jax.parallel.collectives.two_phase_pmean) of a vector
+    that is `encoded_bytes` on the wire: an all-to-all of encoded chunks, then an all-gather of
+    the re-encoded reduced chunks. Each phase every rank sends (n-1)/n of the encoded vector: the
+    part for ranks on other hosts through its NIC share, the part for its own host's ranks over
+    NVLink/PCIe at the same time. With one rank per host this is exactly a reduce-scatter plus an
+    all-gather of the encoded size; with k ranks per host every host pushes k times the bytes of
+    a hierarchical ring through its NICs, because the exchange is flat, not hierarchical."""
+    if g.ranks == 1 or encoded_bytes <= 0:
+        return 0.0
+    n, h, k = g.ranks, g.hosts, g.ranks_per_host
+    remote, local = (n - k) / n * encoded_bytes, (k - 1) / n * encoded_bytes
+    network = remote / (g.inter_gbyte / k * 1e9) if remote else 0.0
+    inside = local / (g.intra_gbyte * 1e9) if local else 0.0
+    steps = (n - h) * g.intra_latency_s + (h - 1) * g.inter_latency_s
+    return 2 * (g.base_latency_s + steps + max(network, inside))
 
 
 class LinkModel:
@@ -168,6 +191,8 @@ class LinkModel:
             intra_latency_s=intra_latency,
             inter_latency_s=lk.network_latency_s,
             base_latency_s=lk.base_latency_s,
+            intra_gbyte=intra_bus,
+            inter_gbyte=inter_bus,
         )
         if key is not None:
             self._cache[key] = link

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -80,6 +81,8 @@ class DeviceSpec:
     memory_bytes: int | None = None  # per device; None: do not check memory
     # Dense (no sparsity) peak FLOP/s per compute dtype name ("bfloat16", "float32", ...).
     peak_flops: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Peak HBM bandwidth, GB/s; prices elementwise passes such as gradient encoding. None: unknown.
+    memory_gbyte_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +267,12 @@ def _validate(topo: Topology) -> None:
     for n in topo.nics:
         if not 0 <= n.host < len(topo.hosts):
             raise HoloError(f"{where}: NIC {n.name} names host {n.host}, but there are {len(topo.hosts)} hosts.")
+        if n.rate_gbit is not None and not (math.isfinite(n.rate_gbit) and n.rate_gbit > 0):
+            raise HoloError(f"{where}: NIC {n.name} has rate_gbit={n.rate_gbit}; give a positive rate in Gb/s "
+                            f"(or null if it is unknown).")
+    default = topo.links.default_nic_gbit
+    if default is not None and not (math.isfinite(default) and default > 0):
+        raise HoloError(f"{where}: links.default_nic_gbit={default}; give a positive rate in Gb/s.")
     for g in topo.gpus:
         if g.nearest_nic is not None and (g.host, g.nearest_nic) not in nic_names:
             raise HoloError(f"{where}: GPU {g.index}'s nearest NIC {g.nearest_nic} is not a NIC of host {g.host}.")

@@ -5,6 +5,10 @@ within-host and an across-host part, with two device orders per host (device-id 
 NVLink path that walks each island along its strongest links). Each candidate gets a predicted
 step time (compute plus the alpha-beta cost of its collectives, not overlapped) and a memory
 estimate; infeasible ones (memory, divisibility) are dropped and the fastest survivor wins.
+Each candidate also gets the gradient-communication scheme (`grad_comm.scheme` of the trainer)
+that makes it fastest among the ones the caller allows (`Workload.grad_comm`): the exact fp32
+all-reduce, or holo_jax's two-phase bf16/int8/int4 all-reduce with error feedback over the
+`data` axis, priced by its real wire format (holo_jax.topology.grad_wire).
 Candidates whose tensor groups stay inside one NVLink island rank ahead of those that do not:
 tensor parallelism puts several all-reduces on the critical path of every layer, so it is the
 axis that must get the fastest links.
@@ -21,8 +25,11 @@ import numpy as np
 
 from holo_jax.config import ModelConfig
 from holo_jax.errors import HoloError
+from holo_jax.topology import grad_wire as gw
 from holo_jax.topology import workload as wl
-from holo_jax.topology.cost import GroupLink, LinkModel, all_gather_s, all_reduce_s, reduce_scatter_s
+from holo_jax.topology.cost import (
+    GroupLink, LinkModel, all_gather_s, all_reduce_s, reduce_scatter_s, two_phase_s,
+)
 from holo_jax.topology.model import Topology
 
 AXES = ("data", "fsdp", "tensor")
@@ -47,6 +54,20 @@ class Workload:
     microbatches: int = 1
     # Gradients are reduced in float32, the dtype of holo_jax's master weights.
     grad_bytes: int = wl.F32
+    # Gradient-communication schemes over the data axis the planner may choose from
+    # (grad_wire.SCHEMES). Only fp32 unless the caller opts in: a run prices what it configured.
+    grad_comm: tuple[str, ...] = ("fp32",)
+
+    def __post_init__(self) -> None:
+        if self.model.remat == "default":
+            # The trainer resolves "default" (auto where a memory budget is known) before it plans
+            # the mesh; a bare config here has no budget, which the trainer would run as "none".
+            object.__setattr__(self, "model", dataclasses.replace(self.model, remat="none"))
+        if self.global_batch < 1:
+            raise HoloError(f"the global batch must be at least 1, got {self.global_batch}.")
+        if self.microbatches < 1:
+            raise HoloError(f"microbatches must be at least 1, got {self.microbatches}.")
+        object.__setattr__(self, "grad_comm", gw.check_schemes(self.grad_comm))
 
     @property
     def tensor_all_reduces_per_layer(self) -> int:
@@ -62,10 +83,14 @@ class StepEstimate:
     comm_link: dict[str, str]  # per mesh axis: "nvlink", "pcie", "network" or "none"
     memory: wl.Memory
     memory_budget_bytes: float | None
+    # Extra time of a quantized scheme besides its wire time (which is in comm_s["data"]):
+    # "encode_decode" on the GPU, "regather" of the mean over fsdp x tensor. Empty for fp32.
+    grad_comm_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def step_s(self) -> float:
-        return (self.compute_s or 0.0) + sum(self.comm_s.values())
+        # Nothing overlaps: compute, every collective and the codec run one after another.
+        return (self.compute_s or 0.0) + sum(self.comm_s.values()) + sum(self.grad_comm_s.values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +105,9 @@ class MeshPlan:
     tensor_in_island: bool  # every tensor group lies inside one NVLink island
     problems: tuple[str, ...] = ()  # "<kind>: <why the plan cannot run>"; empty when feasible
     why: str = ""
+    grad_comm: str = "fp32"  # gradient-communication scheme over the data axis (grad_comm.scheme)
+    # Predicted step seconds of this mesh under each scheme tried; None where that scheme does not fit.
+    scheme_step_s: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
@@ -103,10 +131,13 @@ class MeshPlan:
             "tensor_in_island": self.tensor_in_island,
             "feasible": self.feasible,
             "problems": list(self.problems),
+            "grad_comm": self.grad_comm,
+            "scheme_step_seconds": self.scheme_step_s,
             "predicted_step_seconds": est.step_s,
             "predicted_compute_seconds": est.compute_s,
             "predicted_comm_seconds": est.comm_s,
             "comm_link": est.comm_link,
+            "predicted_grad_comm_seconds": est.grad_comm_s,
             "memory_bytes": {**dataclasses.asdict(est.memory), "total": est.memory.total},
             "memory_budget_bytes": est.memory_budget_bytes,
             "why": self.why,
@@ -121,12 +152,14 @@ def plan(
     *,
     microbatches: int = 1,
     params: CostParams = CostParams(),
+    grad_comm: tuple[str, ...] = ("fp32",),
 ) -> MeshPlan:
-    """The fastest feasible plan, with `why` explaining the choice."""
-    work = Workload(model, global_batch, seq_len or model.max_len, microbatches)
+    """The fastest feasible plan, with `why` explaining the choice. `grad_comm`: the gradient
+    schemes it may pick from (grad_wire.SCHEMES); the choice is `MeshPlan.grad_comm`."""
+    work = Workload(model, global_batch, seq_len or model.max_len, microbatches, grad_comm=tuple(grad_comm))
     ranked = candidates(topology, work, params)
     if not ranked[0].feasible:
-        raise HoloError(_nothing_fits(ranked, topology))
+        raise HoloError(nothing_fits(ranked, topology))
     return dataclasses.replace(ranked[0], why=explain(ranked))
 
 
@@ -181,9 +214,6 @@ def evaluate_order(
         raise HoloError(f"a device order must be a permutation of 0..{len(topology.gpus) - 1}.")
     if int(np.prod([sizes[a] for a in AXES])) != len(order):
         raise HoloError(f"mesh {sizes} does not have {len(order)} devices.")
-    comm_s, comm_link = _comm(links, work, sizes, order)
-    memory = wl.memory_per_device(work.model, work.global_batch, work.seq_len, *(sizes[a] for a in AXES),
-                                  work.microbatches)
     dev = topology.device
     budget = dev.memory_bytes * params.memory_fraction if dev.memory_bytes else None
     peak = dev.peak_flops.get(work.model.compute_dtype)
@@ -191,9 +221,23 @@ def evaluate_order(
         wl.step_flops(work.model, work.global_batch, work.seq_len) / len(order) / (peak * params.compute_efficiency)
         if peak else None
     )
-    estimate = StepEstimate(compute, comm_s, comm_link, memory, budget)
     tensor_groups = np.asarray(order).reshape(-1, sizes["tensor"])
     in_island = all(len({id(topology.island_of[topology.gpus[p].index]) for p in g}) == 1 for g in tensor_groups)
+    comm_s, comm_link, groups = _comm(links, work, sizes, order)
+    # With one replica the trainer's reduction is the exact one whatever is configured
+    # (data_parallel.make_grad_comm), so only fp32 is priced.
+    schemes = work.grad_comm if sizes["data"] > 1 else ("fp32",)
+    tried = []
+    for scheme in schemes:
+        data_s, extra_s, extra_bytes = _grad_comm(links, work, sizes, order.reshape(-1, sizes["fsdp"], sizes["tensor"]),
+                                                  groups.get("data", []), scheme, dev.memory_gbyte_s)
+        memory = wl.memory_per_device(work.model, work.global_batch, work.seq_len, *(sizes[a] for a in AXES),
+                                      work.microbatches)
+        memory = dataclasses.replace(memory, grad_comm=extra_bytes)
+        estimate = StepEstimate(compute, {**comm_s, "data": data_s}, comm_link, memory, budget, extra_s)
+        tried.append((scheme, estimate, tuple(_problems(work, sizes, estimate))))
+    # The fastest scheme that fits; on a tie the earlier (fp32 first: exact beats approximate).
+    scheme, estimate, problems = min(tried, key=lambda t: (bool(t[2]), t[1].step_s))
     return MeshPlan(
         axis_sizes=dict(sizes),
         device_order=[int(p) for p in order],
@@ -202,7 +246,9 @@ def evaluate_order(
         order=order_name,
         estimate=estimate,
         tensor_in_island=in_island,
-        problems=tuple(_problems(work, sizes, estimate)),
+        problems=problems,
+        grad_comm=scheme,
+        scheme_step_s={s: (None if p else e.step_s) for s, e, p in tried},
     )
 
 
@@ -253,6 +299,8 @@ def _nvlink_path(topology: Topology, indices: list[int]) -> list[int]:
 
 
 def _comm(links: LinkModel, work: Workload, sizes: dict[str, int], order: np.ndarray):
+    """Per axis: seconds of its collectives under exact fp32 gradients, its link class, and its
+    distinct GroupLinks (the `data` ones price the fp32 reduction in `_grad_comm`)."""
     m, model = work.microbatches, work.model
     d, f, t = (sizes[a] for a in AXES)
     params = wl.param_count(model)
@@ -272,15 +320,66 @@ def _comm(links: LinkModel, work: Workload, sizes: dict[str, int], order: np.nda
         "fsdp": np.moveaxis(mesh, 1, 2).reshape(-1, f),
         "data": np.moveaxis(mesh, 0, 2).reshape(-1, d),
     }
+    distinct = {name: _priced(links, g) for name, g in groups.items() if g.shape[1] > 1}
     seconds, link_kind = {}, {}
     for axis in AXES:
         if sizes[axis] == 1:
             seconds[axis], link_kind[axis] = 0.0, "none"
             continue
-        distinct = dict(zip(links.group_keys(groups[axis]), groups[axis]))
-        priced = [(cost[axis](g), g.kind) for g in (links.group(p, key) for key, p in distinct.items())]
-        seconds[axis], link_kind[axis] = max(priced)
-    return seconds, link_kind
+        seconds[axis], link_kind[axis] = max((cost[axis](g), g.kind) for g in distinct[axis])
+    return seconds, link_kind, distinct
+
+
+def _priced(links: LinkModel, rows: np.ndarray) -> list[GroupLink]:
+    """The distinct GroupLinks of these groups (rows of device positions)."""
+    return [links.group(p, key) for key, p in dict(zip(links.group_keys(rows), rows)).items()]
+
+
+def _island(host_rows: np.ndarray) -> int:
+    """The longest run of consecutive data-axis positions on one host, the same in every group and
+    tiling the axis: the float32 island `data_parallel._process_island` reduces first (1: flat)."""
+    groups, n = host_rows.shape
+    for run in range(n, 1, -1):
+        if n % run == 0:
+            runs = host_rows.reshape(groups, n // run, run)
+            if np.all(runs == runs[:, :, :1]):
+                return run
+    return 1
+
+
+def _grad_comm(links: LinkModel, work: Workload, sizes: dict[str, int], mesh: np.ndarray,
+               data_links: list[GroupLink], scheme: str, hbm_gbyte_s: float | None
+               ) -> tuple[float, dict[str, float], float]:
+    """The data axis's gradient reduction under `scheme`: (seconds on the slow wire, other seconds
+    by kind, extra bytes per device), following `data_parallel.QuantizedMean`: a float32
+    reduce-scatter inside each island of same-host data ranks, the encoded two-phase all-reduce of
+    each rank's 1/island share across islands, and a float32 all-gather of the mean over the
+    island and fsdp x tensor. See holo_jax.topology.grad_wire for what else is counted."""
+    d, f, t = (sizes[a] for a in AXES)
+    params = wl.param_count(work.model)
+    values = params / (f * t)  # this device's part of its replica's gradient bucket
+    if d == 1:
+        return 0.0, {}, 0.0
+    if scheme == "fp32":
+        return max(all_reduce_s(work.grad_bytes * values, g) for g in data_links), {}, 0.0
+    data_rows = np.moveaxis(mesh, 0, 2).reshape(-1, d)
+    island = _island(links.host_of[data_rows])
+    across = d // island
+    runs = data_rows.reshape(-1, across, island)
+    wire, extra = 0.0, {}
+    if island > 1:
+        extra["island_reduce_scatter"] = max(reduce_scatter_s(wl.F32 * values, g)
+                                             for g in _priced(links, runs.reshape(-1, island)))
+    shard = values / island  # what each rank encodes
+    if across > 1:
+        wire = max(two_phase_s(gw.wire_bytes(shard, scheme), g)
+                   for g in _priced(links, np.swapaxes(runs, 1, 2).reshape(-1, across)))
+    if hbm_gbyte_s:
+        extra["encode_decode"] = gw.codec_hbm_bytes(shard, scheme, across) / (hbm_gbyte_s * 1e9)
+    if island * f * t > 1:
+        extra["regather"] = max(all_gather_s(wl.F32 * params, g)
+                                for g in _priced(links, mesh.reshape(across, island * f * t)))
+    return wire, extra, gw.quantized_memory_bytes(shard, params, scheme, across)
 
 
 def _problems(work: Workload, sizes: dict[str, int], est: StepEstimate):
@@ -315,8 +414,9 @@ def describe(p: MeshPlan) -> str:
     est = p.estimate
     comm = ", ".join(f"{a} {est.comm_s[a]:.3g} s over {est.comm_link[a]}" for a in AXES if est.comm_s[a])
     compute = f"compute {est.compute_s:.3g} s" if est.compute_s is not None else "compute not modelled"
-    return (f"{p.label()} ({p.order} order): {est.step_s:.3g} s/step ({compute}; comm {comm or 'none'}), "
-            f"{est.memory.total / 2**30:.1f} GiB per device")
+    codec = "".join(f", {k.replace('_', '/')} {v:.3g} s" for k, v in est.grad_comm_s.items())
+    return (f"{p.label()} ({p.order} order, {p.grad_comm} gradients): {est.step_s:.3g} s/step ({compute}; "
+            f"comm {comm or 'none'}{codec}), {est.memory.total / 2**30:.1f} GiB per device")
 
 
 def explain(ranked: list[MeshPlan]) -> str:
@@ -331,6 +431,12 @@ def explain(ranked: list[MeshPlan]) -> str:
     hosts_axes = [f"{a} x{best.across_hosts[a]}" for a in AXES if best.across_hosts[a] > 1]
     if hosts_axes:
         parts.append(f"Across hosts: {', '.join(hosts_axes)}.")
+    others = {s: t for s, t in best.scheme_step_s.items() if s != best.grad_comm}
+    if others:
+        alt = ", ".join(f"{s} {t:.3g} s" if t is not None else f"{s} does not fit" for s, t in others.items())
+        what = ("exact fp32 all-reduce" if best.grad_comm == "fp32"
+                else f"{best.grad_comm} two-phase all-reduce with error feedback")
+        parts.append(f"Data-axis gradients: {what}; this mesh with {alt}.")
     other = next((p for p in feasible[1:] if p.axis_sizes != best.axis_sizes), None)
     if other is not None:
         slower = other.estimate.step_s / best.estimate.step_s - 1
@@ -347,7 +453,8 @@ def explain(ranked: list[MeshPlan]) -> str:
     return " ".join(parts)
 
 
-def _nothing_fits(ranked: list[MeshPlan], topology: Topology) -> str:
+def nothing_fits(ranked: list[MeshPlan], topology: Topology) -> str:
+    """One sentence for when no candidate is feasible: the closest one and why it fails."""
     closest = min(ranked, key=lambda p: (len(p.problems), p.estimate.memory.total))
     return (f"no data x fsdp x tensor split of the {len(topology.gpus)} devices can run this model: the closest, "
             f"{closest.label()}, fails because {closest.problems[0]}; use more devices, a smaller model or batch, "

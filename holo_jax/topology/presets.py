@@ -35,6 +35,18 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {
 }
 
 
+# Peak memory bandwidth per GPU (GB/s), from each GPU's NVIDIA datasheet: A100 40GB HBM2
+# 1,555 GB/s and A100 80GB HBM2e 2,039 GB/s (SXM4), H100 SXM5 3.35 TB/s, V100 SXM2 900 GB/s,
+# L40S GDDR6 864 GB/s.
+HBM_GBYTE_S: dict[str, float] = {
+    "A100-SXM4-40GB": 1555.0,
+    "A100-SXM4-80GB": 2039.0,
+    "H100-SXM5-80GB": 3350.0,
+    "V100-SXM2-32GB": 900.0,
+    "L40S-48GB": 864.0,
+}
+
+
 def peak_flops(kind: str) -> dict[str, float]:
     """Peak FLOP/s of a GPU named like NVML or jax name it; empty if it is not in the table."""
     return next((dict(v) for k, v in PEAK_FLOPS.items() if k in kind), {})
@@ -72,7 +84,7 @@ def dgx_a100() -> Topology:
     # (the HGX A100 layout of tests/topology/fixtures/01). Kernel NIC names differ on a real DGX.
     return _host(
         "dgx-a100",
-        DeviceSpec("A100-SXM4-80GB", 80 * GiB, peak_flops("A100")),
+        DeviceSpec("A100-SXM4-80GB", 80 * GiB, peak_flops("A100"), HBM_GBYTE_S["A100-SXM4-80GB"]),
         LinkSpec(pcie_gbyte=32.0),  # PCIe Gen4 x16: 32 GB/s per direction
         lambda a, b: 12,  # nvidia-smi shows NV12 between every pair behind NVSwitch
         [(f"mlx5_{i}", 200.0, "InfiniBand") for i in range(8)],
@@ -90,7 +102,7 @@ def dgx_h100() -> Topology:
     # not modelled).
     return _host(
         "dgx-h100",
-        DeviceSpec("H100-SXM5-80GB", 80 * GiB, peak_flops("H100")),
+        DeviceSpec("H100-SXM5-80GB", 80 * GiB, peak_flops("H100"), HBM_GBYTE_S["H100-SXM5-80GB"]),
         LinkSpec(pcie_gbyte=64.0),  # PCIe Gen5 x16: 64 GB/s per direction
         lambda a, b: 18,
         [(f"mlx5_{i}", 400.0, "InfiniBand") for i in range(8)],
@@ -115,7 +127,7 @@ def dgx1_v100() -> Topology:
     # behind a shared PCIe switch. V100 has no BF16, so bfloat16 plans report no compute estimate.
     return _host(
         "dgx1-v100",
-        DeviceSpec("V100-SXM2-32GB", 32 * GiB, peak_flops("V100")),
+        DeviceSpec("V100-SXM2-32GB", 32 * GiB, peak_flops("V100"), HBM_GBYTE_S["V100-SXM2-32GB"]),
         LinkSpec(pcie_gbyte=16.0),  # PCIe Gen3 x16: 16 GB/s per direction
         lambda a, b: _CUBE_MESH.get((a, b), 0),
         [(f"mlx5_{i}", 100.0, "InfiniBand") for i in range(4)],
@@ -131,11 +143,48 @@ def pcie_8gpu() -> Topology:
     # port is an ASSUMPTION, not a citation.
     return _host(
         "pcie-8gpu",
-        DeviceSpec("L40S-48GB", 48 * 10**9, peak_flops("L40S")),
+        DeviceSpec("L40S-48GB", 48 * 10**9, peak_flops("L40S"), HBM_GBYTE_S["L40S-48GB"]),
         LinkSpec(pcie_gbyte=32.0),
         lambda a, b: 0,
         [("NIC0", 100.0, "Ethernet")],
         [("NIC0", "SYS")] * 8,
+        [0, 0, 0, 0, 1, 1, 1, 1],
+    )
+
+
+def aws_p4d() -> Topology:
+    # Amazon EC2 p4d.24xlarge: 8x A100 40GB (SXM4) on NVSwitch, 600 GB/s NVLink per GPU, and
+    # 400 Gb/s of Elastic Fabric Adapter networking as 4x 100 Gb/s EFA interfaces with GPUDirect
+    # RDMA (AWS EC2 P4d instance page and "Amazon EC2 P4d instances deep dive", AWS Compute blog,
+    # Nov 2020). Half a DGX A100's 1.6 Tb/s: the slow fabric of this preset list.
+    # ASSUMPTIONS, not citations: each EFA interface serves the two GPUs behind one PCIe switch
+    # (PXB), and EFA reaches InfiniBand's 0.96 of line rate. Published nccl-tests runs on p4d reach
+    # less (29.6 GB/s all-reduce bus bandwidth over 4 instances, NVIDIA/nccl issue 527; the
+    # calibration table prints that point), so the network here is if anything too fast, which
+    # understates what gradient compression saves.
+    return _host(
+        "aws-p4d",
+        DeviceSpec("A100-SXM4-40GB", 40 * GiB, peak_flops("A100"), HBM_GBYTE_S["A100-SXM4-40GB"]),
+        LinkSpec(pcie_gbyte=32.0),  # PCIe Gen4 x16
+        lambda a, b: 12,
+        [(f"efa_{i}", 100.0, "Ethernet") for i in range(4)],  # EFA runs its SRD protocol over Ethernet
+        [(f"efa_{i // 2}", "PXB") for i in range(8)],
+        [0, 0, 0, 0, 1, 1, 1, 1],
+    )
+
+
+def gcp_a2_highgpu_8g() -> Topology:
+    # Google Cloud a2-highgpu-8g: 8x A100 40GB on NVSwitch (NVLink 600 GB/s per GPU) and 100 Gbps
+    # of VM network bandwidth (Compute Engine documentation, "GPU machine types": A2 Standard).
+    # ASSUMPTIONS: one 100 Gb/s gVNIC shared by all eight GPUs over the host bridge (PHB), at
+    # InfiniBand's 0.96 efficiency; NCCL over TCP usually reaches less.
+    return _host(
+        "gcp-a2-highgpu-8g",
+        DeviceSpec("A100-SXM4-40GB", 40 * GiB, peak_flops("A100"), HBM_GBYTE_S["A100-SXM4-40GB"]),
+        LinkSpec(pcie_gbyte=32.0),
+        lambda a, b: 12,
+        [("eth0", 100.0, "Ethernet")],
+        [("eth0", "PHB")] * 8,
         [0, 0, 0, 0, 1, 1, 1, 1],
     )
 
@@ -145,6 +194,8 @@ PRESETS: dict[str, Callable[[], Topology]] = {
     "dgx-h100": dgx_h100,
     "dgx1-v100": dgx1_v100,
     "pcie-8gpu": pcie_8gpu,
+    "aws-p4d": aws_p4d,
+    "gcp-a2-highgpu-8g": gcp_a2_highgpu_8g,
 }
 
 

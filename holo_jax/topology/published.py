@@ -15,7 +15,7 @@ from holo_jax.topology import workload as wl
 from holo_jax.topology.cost import LinkModel, all_reduce_s
 from holo_jax.topology.model import Topology, replicate
 from holo_jax.topology.plan import CostParams, Workload, evaluate, host_orders
-from holo_jax.topology.presets import dgx1_v100, dgx_a100
+from holo_jax.topology.presets import aws_p4d, dgx1_v100, dgx_a100
 
 MEGATRON = "Narayanan et al. 2021, Efficient Large-Scale Language Model Training on GPU Clusters Using Megatron-LM, Table 1"
 
@@ -52,6 +52,8 @@ MEGATRON_ROWS = (
     MegatronRow("gpt-18.4b", 256, 8, 1024, 135.0),
 )
 
+SLOW_FABRIC_ROW = "all-reduce bus bandwidth between 4 AWS p4d nodes, 4x 100 Gb/s EFA each (GB/s)"
+
 # (name, preset builder, hosts, GPUs of host 0 in the group (None: all), published GB/s, source)
 NCCL_ROWS = (
     ("all-reduce bus bandwidth, 2 A100 joined by 12 NVLinks (GB/s)", dgx_a100, 1, [0, 1], 208.0,
@@ -62,6 +64,10 @@ NCCL_ROWS = (
      "NVIDIA developer blog, Accelerating IO in the Modern Data Center: Network IO (2020): 'DGX A100 at 192 GB/s'"),
     ("all-reduce bus bandwidth between DGX-1 nodes, 4 EDR NICs each (GB/s)", dgx1_v100, 2, None, 48.0,
      "same NVIDIA blog: 'DGX-1 at 48 GB/s'"),
+    # A user's report, not a vendor figure, and in a thread titled as a slowness complaint; it is
+    # the only published p4d measurement we found, so it is shown rather than fitted to.
+    (SLOW_FABRIC_ROW, aws_p4d, 4, None, 29.6,
+     "NVIDIA/nccl issue 527 (nccl-tests all_reduce_perf, 1 GiB float, 4 p4d.24xlarge instances, NCCL 2.9.9)"),
 )
 
 

@@ -64,10 +64,13 @@ class Memory:
     optimizer: float
     gathered_params: float  # FSDP: full layers all-gathered for compute, two in flight
     activations: float
+    # Quantized gradient communication: residuals, wire buffers and the gathered mean
+    # (holo_jax.topology.grad_wire.quantized_memory_bytes); 0 for the exact fp32 reduction.
+    grad_comm: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.params + self.grads + self.optimizer + self.gathered_params + self.activations
+        return self.params + self.grads + self.optimizer + self.gathered_params + self.activations + self.grad_comm
 
 
 def activation_bytes_per_layer(m: ModelConfig, tokens: int, tensor: int) -> float:

@@ -33,6 +33,7 @@ class Checkpointer:
             create=True,
         )
         self._failed_restore = False
+        self._uncommitted: list[int] = []  # saves started whose files may not all be on disk yet
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
 
     def latest_step(self) -> int | None:
@@ -46,12 +47,25 @@ class Checkpointer:
         return self._manager.should_save(step)
 
     def save(self, step: int, state: PyTree, data_state: PyTree, *, force: bool = False) -> bool:
-        """Save if `step` is on the save interval (or `force`); returns whether a save started."""
-        return self._manager.save(
+        """Save if `step` is on the save interval (or `force`); returns whether a save started.
+        With async saving the files are written in the background: `committed()` reports when."""
+        started = self._manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.StandardSave(data_state)),
             force=force,
         )
+        if started:
+            self._uncommitted.append(step)
+        return started
+
+    def committed(self) -> list[int]:
+        """Steps whose save has finished (renamed into place) since the last call. Events and
+        audit records say a checkpoint exists only once it does, so a crash in between never
+        leaves a record of a step that cannot be restored."""
+        if not self._uncommitted or self._manager.is_saving_in_progress():
+            return []
+        done, self._uncommitted = self._uncommitted, []
+        return done
 
     def restore(self, step: int, abstract_state: PyTree, abstract_data: PyTree) -> tuple[PyTree, PyTree]:
         """Restore into the shardings carried by the abstract targets (ShapeDtypeStructs)."""

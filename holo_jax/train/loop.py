@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,9 +26,9 @@ import numpy as np
 from holo_jax.config import TrainConfig
 from holo_jax.data import PackedBatches, make_source, make_tokenizer
 from holo_jax.errors import HoloError
-from holo_jax.memory import AUTO, StepCompiler, candidate_policies, microbatch_options, plan_remat, resolve_budget
+from holo_jax.memory import AUTO, StepCompiler, candidate_policies, microbatch_options, plan_remat, resolve_remat
 from holo_jax.model import CausalLM
-from holo_jax.parallel.data_parallel import make_grad_comm
+from holo_jax.parallel.data_parallel import make_grad_comm, resolve_grad_comm
 from holo_jax.parallel.mesh import mesh_for_run
 from holo_jax.parallel.rules import batch_sharding, data_parallel_size
 from holo_jax.train.checkpoint import Checkpointer
@@ -107,7 +108,10 @@ def _check_resume_config(workdir: Path, cfg: TrainConfig) -> None:
                     "resume with the same settings or start a new --workdir."
                 )
     if jax.process_index() == 0:
-        path.write_text(json.dumps(resolved, indent=2))
+        # Written aside and renamed, so that a crash (or another process reading it) never sees half a file.
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(resolved, indent=2))
+        os.replace(tmp, path)
 
 
 class _Throughput:
@@ -123,27 +127,38 @@ class _Throughput:
 
 def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = None,
           stages: Sequence[Stage] = ()) -> RunResult:
+    cfg.model.check()
     workdir = Path(workdir).absolute()
     if workdir.exists() and not workdir.is_dir():
         raise HoloError(f"--workdir {workdir} exists and is not a directory; give a directory path.")
     primary = jax.process_index() == 0
     if primary:
-        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise HoloError(f"cannot create --workdir {workdir} ({e.strerror}); give a directory you can write to.") from None
     events = EventLog(workdir / "events.jsonl", enabled=primary)
+    # `model.remat=default` runs as "auto" where a per-device budget is known, else as "none";
+    # resolved before any work, so a missing budget under an explicit "auto" (CPU) fails in the
+    # first second, and before the mesh, whose planner estimates with the policy that will run.
+    # config.json keeps the setting as given (`asked`): a run resumed on other hardware is checked
+    # against what was asked for, not against what one machine resolved it to.
+    remat, remat_budget = resolve_remat(cfg.model.remat, cfg.memory.budget_bytes, jax.local_devices())
+    asked, cfg = cfg, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, remat=remat))
 
-    mesh, mesh_plan = mesh_for_run(cfg.mesh, cfg.model, cfg.global_batch, cfg.microbatches)
+    mesh, mesh_plan = mesh_for_run(cfg.mesh, cfg.model, cfg.global_batch, cfg.microbatches, grad_comm_scheme=cfg.grad_comm.scheme)
+    # run_start records the quantized axes and island resolved from the mesh (config.json: as asked).
+    cfg = dataclasses.replace(cfg, grad_comm=resolve_grad_comm(cfg.grad_comm, mesh))
     grad_comm = make_grad_comm(cfg.grad_comm, mesh, cfg.seed)
     check_batch_layout(cfg, data_parallel_size(mesh))
     auto_remat = cfg.model.remat == AUTO
-    # Resolved before any work so a missing budget (CPU) fails in the first second.
-    remat_budget = resolve_budget(cfg.memory.budget_bytes, mesh.local_devices) if auto_remat else None
     tokenizer = make_tokenizer(cfg.data.tokenizer)
     if tokenizer.vocab_size > cfg.model.vocab_size:
         raise HoloError(
             f"the tokenizer has {tokenizer.vocab_size} ids but model.vocab_size={cfg.model.vocab_size}; "
             f"set model.vocab_size={tokenizer.vocab_size}."
         )
-    _check_resume_config(workdir, cfg)
+    _check_resume_config(workdir, asked)
 
     b, t = cfg.global_batch, cfg.model.max_len
     rows_sharding = batch_sharding(mesh)
@@ -205,10 +220,14 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
             )
             events.emit("remat_plan", **plan.summary())
             train_step = plan.compiled
+            remat_decision, remat_text = plan.metrics(), {"remat_plan": plan.table()}
         else:
             train_step = jit_train_step(make_train_step(model, optimizer, schedule, stages, mesh, cfg.microbatches,
                                                         grad_comm=grad_comm),
                                         state_shardings, example_batch, mesh)
+            remat_decision, remat_text = {"remat_policy": remat, "remat_microbatches": cfg.microbatches}, {}
+        # The first metrics row of this run (or of this resumed stretch) says which policy ran and why.
+        metrics_log.add_to_next_row({"remat_requested": asked.model.remat, **remat_decision}, text=remat_text)
         eval_step = make_eval_step(model, mesh, example_batch, state_shardings.params)
 
         def evaluate(params) -> dict[str, float]:
@@ -224,7 +243,11 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
                 return
             data_state = to_global(train_data.state(), sharding_for, b)
             if ckpt.save(step, state, data_state, force=force):
-                events.emit("checkpoint_saved", step=step, directory=str(ckpt.directory))
+                events.emit("checkpoint_started", step=step, directory=str(ckpt.directory))
+
+        def report_committed() -> None:
+            for saved_step in ckpt.committed():
+                events.emit("checkpoint_saved", step=saved_step, directory=str(ckpt.directory))
 
         start = int(jax.device_get(state.step))
         end = cfg.steps if stop_after is None else min(stop_after, cfg.steps)
@@ -260,6 +283,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
                     last_loss, pending = flush(*pending, eval_metrics), None
                 stop = guard.stop_requested()
                 save(done, force=stop or done == end)
+                report_committed()
                 if stop:
                     reason = guard.signal_name or "signal"
                     break
@@ -269,6 +293,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
         if reason == "completed" and final_step < cfg.steps:
             reason = "stop_after"
         ckpt.wait()
+        report_committed()
         progress.close()
         if reason not in ("completed", "stop_after"):
             events.emit("preempted", step=final_step, signal=reason)

@@ -20,15 +20,29 @@ class MetricsLog:
         self.path = Path(workdir) / "metrics.jsonl"
         self.enabled = enabled
         self._tb = None
+        # Start-up decisions (e.g. the remat plan) carried by the next row written; see add_to_next_row.
+        self._next_fields: dict[str, Any] = {}
+        self._next_text: dict[str, str] = {}
         if enabled and tensorboard:
             from tensorboardX import SummaryWriter  # lazy: only the primary process needs it
 
             self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
+    def add_to_next_row(self, fields: Mapping[str, Any], text: Mapping[str, str] | None = None) -> None:
+        """Add `fields` to the next row written, once: a decision made at start-up (such as the
+        remat plan) then sits in metrics.jsonl next to the first step it governs. Numeric fields
+        reach TensorBoard as scalars like any metric; `text` (tag -> preformatted text) goes to
+        its text tab at that step. A step's own metrics win over a field of the same name."""
+        self._next_fields.update(fields)
+        self._next_text.update(text or {})
+
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+        extra, text = self._next_fields, self._next_text
+        self._next_fields, self._next_text = {}, {}
         if not self.enabled:
             return
-        row = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
+        merged = {**metrics, **{k: v for k, v in extra.items() if k not in metrics}}
+        row = {"step": int(step), **{k: _scalar(v) for k, v in merged.items()}}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -36,6 +50,9 @@ class MetricsLog:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self._tb.add_scalar(k, v, step)
+            for tag, body in text.items():
+                # TensorBoard renders text as markdown; indenting makes it a code block, so tables stay aligned.
+                self._tb.add_text(tag, "    " + body.replace("\n", "\n    "), step)
 
     def truncate_after(self, step: int) -> int:
         """Drop rows with `step > step`; returns how many were dropped."""

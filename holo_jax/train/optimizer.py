@@ -1,8 +1,9 @@
 """The optimizer: AdamW with linear warmup, cosine decay and global-norm clipping (optax).
 
-Weight decay applies to matrices (kernels and embeddings), not to norms' scales or biases,
-as in GPT-2 and most LLM recipes. The mask is decided by parameter *name*, because with
-scanned layers a LayerNorm scale is also 2-D (`[layers, d]`).
+Weight decay applies to every weight matrix (projections, embeddings), not to norms' scales or
+biases, as in GPT-2 and most LLM recipes. The mask is decided by parameter *name*, because with
+scanned layers a LayerNorm scale is also 2-D (`[layers, d]`). It names what is *exempt*, so that a
+new weight (say a stage's projection called `query`) is decayed unless somebody decides otherwise.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import optax
 
 from holo_jax.config import OptimConfig
 
-_DECAYED_LEAF_NAMES = ("kernel", "embedding", "position_embedding")
+_UNDECAYED_LEAF_NAMES = ("scale", "bias")
 
 
 def learning_rate_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -31,7 +32,7 @@ def weight_decay_mask(params: Any) -> Any:
     def decayed(path, _leaf) -> bool:
         last = path[-1]
         name = getattr(last, "key", getattr(last, "name", str(last)))
-        return name in _DECAYED_LEAF_NAMES
+        return name not in _UNDECAYED_LEAF_NAMES
 
     return jax.tree_util.tree_map_with_path(decayed, params)
 

@@ -12,9 +12,16 @@ Hook order inside one step:
                         update(stage_state, aux, key) -> stage_state   (the stage's own learning)
                         metrics(stage_state, aux) -> {name: scalar}    (into metrics.jsonl)
                         emit(stage_state, aux) -> pytree               (small arrays for host sinks)
-`aux` from several microbatches is averaged. If the step's gradients are not finite, the
-whole new state — stage states included — is discarded, so a stage never learns from a
-skipped step.
+`aux` from several microbatches is averaged (floating leaves) or summed (integer leaves). If
+the step's gradients are not finite, the whole new state — stage states included — is
+discarded, so a stage never learns from a skipped step.
+
+A stage with trainable parameters of its own (an adversary) keeps them and their optax state in
+its stage state. Its `loss` differentiates its own objective with respect to them (on
+`stop_gradient` of the model's outputs) and returns those gradients in `aux` — so they are
+accumulated over microbatches like the model's — and `update` applies its optimizer. Its
+`extra_loss` (e.g. the negated adversary loss) is what reaches the model's gradients. The base
+step thereby needs no second `value_and_grad` and knows nothing about adversaries.
 """
 from __future__ import annotations
 

@@ -96,7 +96,10 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32 if jnp.issubdtype(s.dtype, jnp.floating) else s.dtype),
                              (g0, ce0, ce0, aux0))
         acc, _ = jax.lax.scan(body, zeros, (jnp.arange(microbatches), micro))
-        grads, total, ce, auxes = jax.tree.map(lambda x: x / microbatches, acc)
+        # Floating leaves are means over microbatches; integer ones (counters) are totals, so a
+        # stage sees the same dtypes whatever the microbatch count.
+        grads, total, ce, auxes = jax.tree.map(
+            lambda x: x / microbatches if jnp.issubdtype(x.dtype, jnp.floating) else x, acc)
         return grads, (total, ce, auxes)
 
     def train_step(state: TrainState, batch: Batch):

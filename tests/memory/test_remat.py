@@ -1,4 +1,4 @@
-"""The policy registry: names, the `auto` sentinel, and offload policies on a backend without host offload."""
+"""The policy registry: names, the `auto` and `default` sentinels, and offload policies on a backend without host offload."""
 import jax
 import jax.numpy as jnp
 import pytest
@@ -7,7 +7,7 @@ from jax.ad_checkpoint import print_saved_residuals
 from holo_jax.config import ModelConfig
 from holo_jax.errors import HoloError
 from holo_jax.memory import (
-    OFFLOAD_POLICIES, REMAT_POLICIES, Candidate, candidate_policies, decision_table, offload_is_measurable,
+    DEFAULT, OFFLOAD_POLICIES, REMAT_POLICIES, Candidate, candidate_policies, decision_table, offload_is_measurable,
     remat_policy,
 )
 from holo_jax.model.transformer import Block
@@ -35,16 +35,42 @@ def test_policies_keep_the_tagged_values_their_names_say(name, capsys):
     f = jax.checkpoint(lambda p, x: Block(cfg).apply(p, x, True)[0].sum(), policy=REMAT_POLICIES[name])
     print_saved_residuals(f, params, x)
     residuals = capsys.readouterr().out.splitlines()
-    named = {line.split("named '")[1].split("'")[0] for line in residuals if " named '" in line}
-    assert named == SAVED_ON_DEVICE[name]
-    assert sum("<host>" in line for line in residuals) == SAVED_ON_HOST.get(name, 0)
+    inputs = [line for line in residuals if " from the argument " in line]
+    named = [line for line in residuals if " named '" in line]
+    host = [line for line in residuals if "<host>" in line]
+    # A positive signal for every policy, "full" and the offload ones included (whose expected
+    # device sets are empty): every residual line is recognised, among them the inputs each
+    # checkpointed layer keeps (its weights and x). If print_saved_residuals changed its format,
+    # these checks would fail rather than the name sets silently coming out empty.
+    assert len(inputs) > 1 and any(line.endswith(" from the argument x") for line in inputs)
+    assert len(inputs) + len(named) + len(host) == len(residuals), "unrecognised residuals: " + "\n".join(
+        line for line in residuals if line not in inputs + named + host)
+    assert {line.split("named '")[1].split("'")[0] for line in named} == SAVED_ON_DEVICE[name]
+    assert len(host) == SAVED_ON_HOST.get(name, 0)
 
 
 def test_auto_and_unknown_names_are_one_clear_error():
     with pytest.raises(HoloError, match="resolved by the trainer's memory planner"):
         remat_policy("auto")
-    with pytest.raises(HoloError, match="unknown remat policy `dot`; choose `auto` or one of: none, full"):
+    with pytest.raises(HoloError, match="unknown remat policy `dot`; choose `auto`, `default` or one of: none, full"):
         remat_policy("dot")
+
+
+def test_default_outside_the_trainer_saves_every_residual_like_none(capsys):
+    # The trainer resolves the default (holo_jax.memory.resolve_remat); a model built directly
+    # wraps its layers because the name is not "none", and must then recompute nothing.
+    assert ModelConfig().remat == DEFAULT
+    cfg = ModelConfig(d_model=32, n_heads=2, d_ff=64, n_layers=1, max_len=8)
+    x = jnp.ones((1, 8, 32))
+    params = Block(cfg).init(jax.random.key(0), x, True)
+    g = lambda p, x: Block(cfg).apply(p, x, True)[0].sum()  # noqa: E731
+
+    def saved(f) -> list[str]:
+        print_saved_residuals(f, params, x)
+        # Scalar literals (constants folded differently under checkpoint) hold no activation memory.
+        return [line for line in capsys.readouterr().out.splitlines() if not line.endswith(" from a literal")]
+
+    assert saved(jax.checkpoint(g, policy=remat_policy(DEFAULT))) == saved(g)
 
 
 def test_offload_policies_compile_on_cpu_but_are_not_planned_there(tiny_setup):

@@ -26,13 +26,25 @@ def test_logits_shape_and_padded_vocab(params):
     assert out["hidden"].shape == (2, 16, 64)
 
 
+def _logical_specs(boxed):
+    """(path, names, leaf) per parameter; names is None where the leaf carries no logical axes."""
+    flat = jax.tree_util.tree_flatten_with_path(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+    return [(jax.tree_util.keystr(path), getattr(x, "names", None), nn.unbox(x)) for path, x in flat]
+
+
 def test_every_parameter_has_logical_axes():
     boxed = CausalLM(CFG).init(jax.random.key(0), TOKENS)["params"]
-    specs = jax.tree.leaves(nn.get_partition_spec(boxed), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-    leaves = jax.tree.leaves(nn.unbox(boxed))
-    assert len(specs) == len(leaves)
-    for spec, leaf in zip(specs, leaves):
-        assert len(spec) == leaf.ndim and any(a is not None for a in spec)
+    for path, names, leaf in _logical_specs(boxed):
+        assert names is not None, f"{path} has no logical axis names"
+        assert len(names) == leaf.ndim and any(a is not None for a in names), path
+
+
+def test_every_classifier_parameter_has_logical_axes():
+    boxed = SequenceClassifier(CFG, num_classes=3).init(jax.random.key(0), TOKENS, jnp.array([5, 16]))["params"]
+    specs = _logical_specs(boxed)
+    assert any("classifier" in path for path, _, _ in specs)
+    for path, names, leaf in specs:
+        assert names is not None and len(names) == leaf.ndim, f"{path} has no logical axis names"
 
 
 def test_causal_future_tokens_do_not_change_past_logits(params):
@@ -91,6 +103,11 @@ def test_bfloat16_compute_keeps_float32_master_weights(params):
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
     ref, _ = CausalLM(CFG).apply({"params": params}, TOKENS)
     assert float(jnp.abs(jax.nn.softmax(ref) - jax.nn.softmax(logits)).max()) < 0.05
+    # The logits matmul accumulates in float32 (not bf16 rounded and then widened): its result
+    # has float32 resolution, so values are not all on the bf16 grid.
+    assert not np.array_equal(np.asarray(logits), np.asarray(logits.astype(jnp.bfloat16).astype(jnp.float32)))
+    _, captured = CausalLM(cfg, capture_attention=True).apply({"params": params}, TOKENS)
+    assert captured["attention"].dtype == jnp.float32
 
 
 def test_sequence_classifier_pools_last_real_token():

@@ -2,6 +2,7 @@
 int4) payloads cross the data axis (read from the compiled HLO), a NaN on one replica skips the
 step, a checkpointed run resumes exactly, and 2 processes train like 1."""
 import dataclasses
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -14,9 +15,9 @@ from experiments.launch_local import launch
 from holo_jax.config import CheckpointConfig, GradCommConfig, MeshConfig, OptimConfig, override
 from holo_jax.errors import HoloError
 from holo_jax.model import CausalLM
-from holo_jax.parallel.data_parallel import ExactMean, QuantizedMean, make_grad_comm
+from holo_jax.parallel.data_parallel import ExactMean, QuantizedMean, make_grad_comm, plan_grad_comm, resolve_grad_comm
 from holo_jax.parallel.hlo_bytes import collectives, wire_bytes_by_dtype
-from holo_jax.parallel.mesh import build_mesh
+from holo_jax.parallel.mesh import build_mesh, cross_process_axes
 from holo_jax.train.checkpoint import Checkpointer
 from holo_jax.train.loop import train
 from holo_jax.train.metrics_log import read_jsonl
@@ -162,13 +163,81 @@ def test_int4_on_a_mesh_with_fsdp_and_tensor_sends_packed_bytes_over_data_only(r
     assert np.isfinite(losses[0])
 
 
+def test_hierarchical_int8_reduces_within_islands_in_float32_and_encodes_across(data8):
+    """data=4 in islands of 2 (as 2 hosts x 2 devices would be), fsdp=2 inside each replica."""
+    exact, _ = data8
+    c = _compile((4, 2, 1), GradCommConfig(scheme="int8", island=2))
+    assert c.grad_comm.island == 2
+    # Attribute collectives to the split axes: same devices in the same order as c.mesh.
+    found = collectives(c.hlo, c.grad_comm.collective_mesh)
+    across = wire_bytes_by_dtype(found, {"data_across"})
+    within = wire_bytes_by_dtype([x for x in found if "data_across" not in x.axes], {"data_within"})
+    # owned[0]: one replica's reduced blocks over fsdp; each island position owns 1/hosts of its piece.
+    bucket = c.state.grad_comm.residuals.owned[0].size * 2 * 2  # x hosts x island
+    # Across islands: each device sends its 1/(island x fsdp) share of the bucket, one byte per value.
+    assert across["s8"] == pytest.approx(2 * 1 / 2 * bucket / (2 * 2))
+    assert across.get("f32", 0) < 0.05 * across["s8"]
+    assert within["f32"] > 4 * across["s8"] and "s8" not in within  # the island's part is float32
+    batches = [random_batch(rows=16, seed=s % 2) for s in range(STEPS)]
+    _, exact_losses = _train(exact, batches)
+    _, losses = _train(c, batches)
+    np.testing.assert_allclose(losses, exact_losses, rtol=2e-3)
+
+
+def _processes(shape, process_axis=None, hosts=2):
+    """A grid of process indices for a mesh of `shape`, split into `hosts` along `process_axis`."""
+    grid = np.zeros(shape, int)
+    if process_axis is not None:
+        index = np.arange(shape[process_axis]) * hosts // shape[process_axis]
+        grid += np.expand_dims(index, [i for i in range(len(shape)) if i != process_axis])
+    return grid
+
+
+def test_quantized_axes_follow_the_processes_of_the_mesh(caplog):
+    mesh = build_mesh(MeshConfig(2, 2, 2), TINY)
+    assert cross_process_axes(mesh) == ()  # one process: nothing crosses hosts
+    int8 = GradCommConfig(scheme="int8")
+    plan = plan_grad_comm(int8, mesh)
+    assert (plan.axes, plan.island, plan.axes_source, plan.warnings) == (("data",), 1, "mesh", ())
+
+    mesh8 = build_mesh(MeshConfig(8, 1, 1), TINY)
+    hosts = _processes((8, 1, 1), process_axis=0)  # 2 hosts x 4 devices along data
+    assert cross_process_axes(mesh8, hosts) == ("data",)
+    plan = plan_grad_comm(int8, mesh8, hosts)
+    assert (plan.axes, plan.island, plan.cross_process_axes) == (("data",), 4, ("data",))
+    assert plan_grad_comm(dataclasses.replace(int8, island=1), mesh8, hosts).island == 1  # flat on request
+    grad_comm = make_grad_comm(int8, mesh8, processes=hosts)
+    assert isinstance(grad_comm, QuantizedMean) and grad_comm.island == 4
+
+    # fsdp across hosts: the quantized path cannot take it; say so and reduce exactly.
+    fsdp_hosts = _processes((2, 2, 2), process_axis=1)
+    plan = plan_grad_comm(int8, mesh, fsdp_hosts)
+    assert plan.axes == () and plan.cross_process_axes == ("fsdp",)
+    assert "fsdp cross processes" in plan.warnings[0] and "stays float32" in plan.warnings[0]
+    with caplog.at_level(logging.WARNING):
+        assert isinstance(make_grad_comm(int8, mesh, processes=fsdp_hosts), ExactMean)
+    assert "averaged exactly" in caplog.text
+    assert resolve_grad_comm(int8, mesh8, hosts) == dataclasses.replace(int8, axes=("data",), island=4)
+    # Explicitly asking for `data` still quantizes it, with the same warning about fsdp.
+    explicit = override(int8, ["axes=data"])
+    assert explicit.axes == ("data",)
+    plan = plan_grad_comm(explicit, mesh, fsdp_hosts)
+    assert plan.axes == ("data",) and plan.axes_source == "config" and "fsdp" in plan.warnings[0]
+    # data and tensor both across hosts: data is quantized, tensor traffic is reported as float32.
+    both = _processes((2, 2, 2), process_axis=0) + 2 * _processes((2, 2, 2), process_axis=2)
+    plan = plan_grad_comm(int8, mesh, both)
+    assert plan.axes == ("data",) and plan.cross_process_axes == ("data", "tensor") and "tensor" in plan.warnings[0]
+
+
 @pytest.mark.parametrize("cfg, message", [
     (GradCommConfig(scheme="int3"), "unknown quantization scheme"),
     (GradCommConfig(scheme="int8", block_size=255), "even number"),
     (GradCommConfig(scheme="int8", axes=("fsdp",)), "pure data-parallel mesh axes"),
+    (GradCommConfig(scheme="int8", island=3), "must divide the quantized axis"),
+    (GradCommConfig(scheme="int8", island=8), "at least two islands"),
 ])
 def test_settings_that_cannot_work_get_one_clear_error(cfg, message):
-    mesh = build_mesh(MeshConfig(1, 1, 1), TINY, jax.devices()[:1])
+    mesh = build_mesh(MeshConfig(8, 1, 1), TINY)
     with pytest.raises(HoloError, match=message):
         make_grad_comm(cfg, mesh)
 
@@ -180,16 +249,23 @@ def test_one_replica_has_nothing_to_encode():
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_with_int8(tmp_path, require_devices):
-    """int8 + error feedback over real gloo collectives (2 processes x 4 devices) = 1 process x 8."""
+    """int8 + error feedback over real gloo collectives (2 processes x 4 devices) = 1 process x 8.
+
+    The two-process run is left to derive its axes from the mesh: `data` crosses processes with
+    4 devices in each, so it reduces hierarchically in islands of 4, which the one-process run is
+    told explicitly; equal losses show the split follows the processes."""
     require_devices(8)
     settings = {"grad_comm.scheme": "int8", "mesh.data": 8, "mesh.fsdp": 1, "mesh.tensor": 1, "log.eval_every_steps": 0,
                 "log.progress_bar": "false", "log.plot": "false", "log.tensorboard": "false"}
-    cfg = override(dataclasses.replace(tiny(), steps=4), [f"{k}={v}" for k, v in settings.items()])
+    cfg = override(dataclasses.replace(tiny(), steps=4), [f"{k}={v}" for k, v in settings.items()] + ["grad_comm.island=4"])
     train(cfg, tmp_path / "one")
     args = ["--workdir", str(tmp_path / "two"), "--config", "tiny", "--steps", "4"]
     for k, v in settings.items():
         args += ["--set", f"{k}={v}"]
     assert launch(2, 4, "experiments.pretrain", args, timeout=300) == 0
     one, two = (read_jsonl(tmp_path / run / "metrics.jsonl") for run in ("one", "two"))
+    # The run records what the mesh resolved: `data` crosses the processes, in islands of 4.
+    start = next(e for e in read_jsonl(tmp_path / "two" / "events.jsonl") if e["kind"] == "run_start")
+    assert start["config"]["grad_comm"]["axes"] == ["data"] and start["config"]["grad_comm"]["island"] == 4
     assert [r["step"] for r in two] == [1, 2, 3, 4]
     np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)

@@ -27,6 +27,8 @@ def run_steps(mesh_shape, batches, *, model_cfg=TINY, microbatches=1, stages=(),
     model = CausalLM(model_cfg)
     opt = make_optimizer(optim, total_steps)
     state, shardings = init_train_state(model, (jnp.zeros((1, model_cfg.max_len), jnp.int32),), opt, stages, mesh)
+    if not batches:  # just the initial state
+        return jax.device_get(state), []
     step = jit_train_step(make_train_step(model, opt, learning_rate_schedule(optim, total_steps), stages, mesh,
                                           microbatches), shardings, batches[0], mesh)
     history = []

@@ -43,9 +43,20 @@ def assert_one_clear_error(proc, *fragments):
     (["--set", "mesh.plan=manual", "--set", "global_batch=6"], ["data-parallel devices"]),
     (["--set", "data.source=c4", "--set", "data.tfds_data_dir=/nonexistent/tfds"], ["c4/en", "tfds build"]),
     (["--set", "data.source=files", "--set", "data.paths=/nonexistent/corpus.txt"], ["/nonexistent/corpus.txt"]),
+    (["--set", "model.compute_dtype=bf16"], ["model.compute_dtype must be float32 or bfloat16"]),
+    (["--set", "model.n_heads=0"], ["model.n_heads must be at least 1"]),
 ])
 def test_bad_input_gets_one_clear_sentence(tmp_path, args, fragments):
     assert_one_clear_error(pretrain(tmp_path, "--steps", "2", *args), *fragments)
+
+
+def test_workdir_that_cannot_be_created_is_one_sentence(tmp_path):
+    (tmp_path / "a_file").write_text("not a directory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.pretrain", "--workdir", str(tmp_path / "a_file" / "run"), "--config", "tiny",
+         "--steps", "1", *QUIET],
+        cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=240)
+    assert_one_clear_error(proc, "cannot create --workdir")
 
 
 def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path):

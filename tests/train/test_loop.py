@@ -38,8 +38,15 @@ def test_loss_falls_on_embedded_corpus(tmp_path):
     assert result.reason == "completed" and result.final_step == cfg.steps
     assert (tmp_path / "loss.png").stat().st_size > 1000
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    kinds = [e["kind"] for e in EventLog(tmp_path / "events.jsonl").read()]
-    assert kinds[0] == "run_start" and kinds[-1] == "run_end" and "checkpoint_saved" in kinds
+    events = EventLog(tmp_path / "events.jsonl").read()
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end"
+    # A save is recorded as saved only after it started and finished: every started save is
+    # reported once, after its start, and the last one before the run ends.
+    started = [(i, e["step"]) for i, e in enumerate(events) if e["kind"] == "checkpoint_started"]
+    saved = {e["step"]: i for i, e in enumerate(events) if e["kind"] == "checkpoint_saved"}
+    assert started and sorted(saved) == [s for _, s in started] and cfg.steps in saved
+    assert all(saved[s] > i for i, s in started)
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())[-1] == cfg.steps
 
 
