@@ -4,9 +4,17 @@
 |--------------|---------------------------------------------|---------------------------------------|
 | c4           | c4/en                                       | train, validation                     |
 | realnews     | c4/realnewslike                             | train, validation                     |
-| wikitext103  | huggingface:wikitext/wikitext-103-raw-v1    | train, validation (one line = one doc)|
+| wikitext103  | huggingface:wikitext/wikitext-103-raw-v1    | train, validation                     |
 | bookcorpus   | huggingface:bookcorpus                      | train only: its last 0.1% is our      |
-|              |                                             | validation (one sentence = one doc)   |
+|              |                                             | validation                            |
+
+WikiText stores one line (paragraph or heading) per record and BookCorpus one sentence. As
+documents they would be cut apart by the packing, which gives row r of the batch documents r,
+r + B, r + 2B, ...: a 2048-token row would hold 2048/B-spaced lines of unrelated text. So a
+document of these datasets is a run of `records_per_document` consecutive records (in stored
+order: consecutive lines of one article, consecutive sentences of one book, except at the
+runs' edges), which keeps the index arithmetic (document i = records [iK, iK + K)) stateless
+and the slicing below cheap.
 
 Reading never needs the network. Datasets with TFDS code (c4) are opened through that
 code; datasets of the `huggingface:` namespace are opened from their prepared files by the
@@ -35,6 +43,10 @@ class TfdsDataset:
     # For datasets without a validation split: the tail fraction of "train" served as our
     # validation split (the rest is our train split). Contiguous, so slicing stays cheap.
     validation_tail: float = 0.0
+    # Consecutive records joined into one document (see the module docstring), and the text
+    # put between them: WikiText's lines carry their own newline; sentences need a space.
+    records_per_document: int = 1
+    record_separator: str = ""
 
     def prepare_command(self, data_dir: str | None) -> str:
         if self.tfds_name.startswith("huggingface:"):
@@ -55,16 +67,21 @@ TFDS_DATASETS: dict[str, TfdsDataset] = {
     "realnews": TfdsDataset("c4/realnewslike", ("c4/realnewslike",), _TRAIN_VALIDATION),
     # The Hub has since moved these under organisations (Salesforce/wikitext,
     # bookcorpus/bookcorpus); TFDS names such copies `org__name`, so look there too.
+    # 64 lines of WikiText-103 are ~1,300 words on average (103M words in 1.8M lines);
+    # 128 BookCorpus sentences ~1,700 words (~985M words in 74M sentences).
     "wikitext103": TfdsDataset(
         "huggingface:wikitext/wikitext-103-raw-v1",
         ("wikitext/wikitext_103_raw_v1", "salesforce__wikitext/wikitext_103_raw_v1"),
         _TRAIN_VALIDATION,
+        records_per_document=64,
     ),
     "bookcorpus": TfdsDataset(
         "huggingface:bookcorpus",
         ("bookcorpus", "bookcorpus__bookcorpus"),
         {"train": "train", "validation": "train"},
         validation_tail=0.001,
+        records_per_document=128,
+        record_separator=" ",
     ),
 }
 
@@ -102,6 +119,7 @@ class TfdsSource:
                 f"TFDS dataset `{dataset.tfds_name}` has no `{text_key}` feature (it has: "
                 f"{', '.join(features)}); set data.text_key to the text feature."
             )
+        self._group, self._separator = dataset.records_per_document, dataset.record_separator
         self._tfds_split = dataset.splits[split]
         total = self._builder.info.splits[self._tfds_split].num_examples
         self._begin, self._end = 0, total
@@ -124,20 +142,36 @@ class TfdsSource:
         )
 
     def num_documents(self) -> int:
-        return self._end - self._begin
+        return -(-(self._end - self._begin) // self._group)
 
     def iterate(self, start: int) -> Iterator[tuple[int, str]]:
         if start >= self.num_documents():
             return
+        records = self._records(self._begin + start * self._group)
+        if self._group == 1:
+            yield from enumerate(records, start=start)
+            return
+        run: list[str] = []
+        index = start
+        for text in records:
+            run.append(text)
+            if len(run) == self._group:
+                yield index, self._separator.join(run)
+                run, index = [], index + 1
+        if run:
+            yield index, self._separator.join(run)
+
+    def _records(self, first: int) -> Iterator[str]:
+        """The texts of records `first` .. end of our part of the split, in stored order."""
         ds = self._builder.as_dataset(
-            split=f"{self._tfds_split}[{self._begin + start}:{self._end}]",
+            split=f"{self._tfds_split}[{first}:{self._end}]",
             shuffle_files=False,  # The document order is part of the resumable state.
             # Auto-caching would keep small splits in memory for a single forward pass.
             read_config=self._tfds.ReadConfig(try_autocache=False),
         )
         key = self.text_key
-        for index, text in enumerate(ds.map(lambda ex: ex[key]).as_numpy_iterator(), start=start):
-            yield index, text.decode("utf-8")
+        for text in ds.map(lambda ex: ex[key]).as_numpy_iterator():
+            yield text.decode("utf-8")
 
     def __repr__(self) -> str:
         return f"TfdsSource({self.name!r}, split={self.split!r})"

@@ -129,7 +129,9 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                 "loss": ce,
                 "total_loss": total,
                 "grad_norm": grad_norm,
-                "learning_rate": schedule(state.step),
+                # optax counts applied updates only, so after a skipped step its schedule runs
+                # behind the step counter by the number of skips: log the rate it used.
+                "learning_rate": schedule(state.step - state.skipped_steps),
                 "param_norm": optax.global_norm(state.params),
                 "finite": finite,
                 "skipped_steps": new_state.skipped_steps,

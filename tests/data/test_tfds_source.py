@@ -9,6 +9,7 @@ Two things `mock_data`'s defaults do not cover, and how these tests handle them:
   on; `_fake_as_dataset` serves exactly the examples TFDS's own file instructions select.
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -42,6 +43,13 @@ EXPECTED_RANGES = {
     "wikitext103": {"train": ("train", 0, 25), "validation": ("validation", 0, 7)},
     "bookcorpus": {"train": ("train", 0, 1998), "validation": ("train", 1998, 2000)},
 }
+
+
+def as_documents(name: str, records: list[str]) -> list[str]:
+    """Records grouped into documents the way the dataset's definition says (module docstring)."""
+    spec = TFDS_DATASETS[name]
+    k = spec.records_per_document
+    return [spec.record_separator.join(records[i:i + k]) for i in range(0, len(records), k)]
 
 
 def fake_text(dataset: str, split: str, index: int) -> str:
@@ -111,7 +119,7 @@ def test_reads_the_documents_of_each_split(mocked_tfds, name, split):
     assert isinstance(source, SequentialSource)
     tfds_split, begin, end = EXPECTED_RANGES[name][split]
     dataset_name = LAYOUT[name][0].split("/")[0]
-    expected = [fake_text(dataset_name, tfds_split, i) for i in range(begin, end)]
+    expected = as_documents(name, [fake_text(dataset_name, tfds_split, i) for i in range(begin, end)])
     assert source.num_documents() == len(expected)
     assert list(source.iterate(0)) == list(enumerate(expected))
     # Resuming part-way reads from there on, not from the start.
@@ -137,10 +145,23 @@ def test_reads_real_prepared_files_without_mocks(tmp_path):
         },
         disable_shuffling=True,  # Keep the stored order equal to the list order.
     )
-    for split, docs in texts.items():
+    for split, records in texts.items():
         source = TfdsSource("wikitext103", split, data_dir=str(tmp_path))
+        docs = as_documents("wikitext103", records)
         assert list(source.iterate(0)) == list(enumerate(docs))
-        assert list(source.iterate(4)) == list(enumerate(docs))[4:]
+
+
+def test_line_records_are_grouped_into_documents_and_resume_by_group(mocked_tfds, monkeypatch):
+    """WikiText lines (and BookCorpus sentences) become runs of consecutive records, so packing
+    keeps an article's lines together; resuming at document i starts at record i * K."""
+    monkeypatch.setitem(TFDS_DATASETS, "wikitext103",
+                        dataclasses.replace(TFDS_DATASETS["wikitext103"], records_per_document=4))
+    source = TfdsSource("wikitext103", "train", data_dir=mocked_tfds)
+    records = [fake_text("wikitext", "train", i) for i in range(25)]
+    docs = list(source.iterate(0))
+    assert source.num_documents() == 7 and len(docs) == 7  # 6 full runs of 4, then the last record
+    assert docs[1] == (1, "".join(records[4:8])) and docs[-1] == (6, records[24])
+    assert list(source.iterate(5)) == docs[5:]
 
 
 def test_make_source_builds_tfds_sources(mocked_tfds):
@@ -152,9 +173,8 @@ def test_hugging_face_copies_under_an_organisation_are_found(tmp_path):
     write_metadata(str(tmp_path), "salesforce__wikitext/wikitext_103_raw_v1", {"train": 4, "validation": 2})
     with tfds.testing.mock_data(data_dir=str(tmp_path), as_dataset_fn=_fake_as_dataset):
         source = TfdsSource("wikitext103", "validation", data_dir=str(tmp_path))
-        assert [text for _, text in source.iterate(0)] == [
-            fake_text("salesforce__wikitext", "validation", i) for i in range(2)
-        ]
+        assert [text for _, text in source.iterate(0)] == as_documents(
+            "wikitext103", [fake_text("salesforce__wikitext", "validation", i) for i in range(2)])
 
 
 def test_packing_a_tfds_source_is_process_invariant_and_resumable(mocked_tfds):
