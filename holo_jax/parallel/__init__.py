@@ -4,7 +4,8 @@ from holo_jax.parallel.collectives import (
     hierarchical_quantized_pmean, pmean_error_bound, quantized_pmean, quantized_psum, two_phase_pmean,
 )
 from holo_jax.parallel.data_parallel import (
-    ExactMean, GradComm, GradCommPlan, QuantizedMean, make_grad_comm, plan_grad_comm, resolve_grad_comm,
+    ExactMean, GradComm, GradCommPlan, QuantizedMean, QuantizedMeanState, make_grad_comm, plan_grad_comm,
+    resolve_grad_comm,
 )
 from holo_jax.parallel.grad_comm import QuantizedGradientMeanState, quantized_gradient_mean
 from holo_jax.parallel.mesh import build_mesh, cross_process_axes
@@ -13,7 +14,7 @@ from holo_jax.parallel.rules import LOGICAL_AXIS_RULES, MESH_AXES, batch_shardin
 
 __all__ = [
     "Codec", "ExactMean", "GradComm", "GradCommPlan", "LOGICAL_AXIS_RULES", "MESH_AXES", "QuantizedGradientMeanState",
-    "QuantizedMean", "batch_sharding", "build_mesh", "cross_process_axes", "hierarchical_quantized_pmean", "logical_to_sharding",
+    "QuantizedMean", "QuantizedMeanState", "batch_sharding", "build_mesh", "cross_process_axes", "hierarchical_quantized_pmean", "logical_to_sharding",
     "make_grad_comm", "plan_grad_comm", "pmean_error_bound", "quantized_gradient_mean", "quantized_pmean", "quantized_psum",
     "resolve_grad_comm", "two_phase_pmean",
 ]

@@ -14,16 +14,24 @@ host, and the topology planner lays `data` across hosts), or `data` on a single 
      [replicas, ...] array sharded over those axes, while `fsdp`/`tensor` stay under automatic
      sharding (the compiler still reduces over `fsdp` inside each replica, in float32 — the fast,
      intra-host part of a hierarchical reduction);
-  2. aggregation: each replica's gradients are packed into one float32 bucket, [replicas, size]
-     with `size` split over the other mesh axes, and a `jax.shard_map` manual over every axis
-     runs `grad_comm.quantized_gradient_mean` across the quantized axes on each device's part
-     (so each device encodes and sends only its part), then reassembles the replica's bucket
-     over the fast axes in float32. The mean is identical on every replica.
+  2. aggregation: a `jax.shard_map` manual over every axis takes each gradient leaf in its
+     parameter's own sharding (in_specs P(<quantized axes>, *the parameter's mesh spec)) and gives
+     the mean back in it (out_specs: the parameter's spec), so the optimizer update needs no data
+     movement and no device ever holds more than its share (1 / (fsdp x tensor)) of the float32
+     gradient. Inside, each device concatenates its *local* shards into its part of the replica's
+     bucket and runs `grad_comm.quantized_gradient_mean` across the quantized axes on that part
+     (each device encodes and sends only its part). Leaves replicated over an inner axis (a
+     LayerNorm scale on every `tensor` device) are identical on those devices: each takes a 1/n
+     slice of them before encoding and the slices are all-gathered back after the mean, so every
+     copy ends bit-identical and nothing is sent twice. The mean is identical on every replica.
+     The parameters' specs come from their logical axes (`init(params, param_specs)`) and are kept
+     in the state (`QuantizedMeanState.param_specs`, static), so `aggregate` knows the layout.
   3. hierarchical (`island` > 1, automatic when the quantized axis holds several devices of each
      process): the shard_map runs on a copy of the mesh whose quantized axis is split into
      (`<axis>_across`, `<axis>_within`) — same devices, same order, so no data moves — and the
-     devices within an island first reduce-scatter in float32, then each encodes only its 1/island
-     share across islands, then the island all-gathers in float32 (ZeRO++'s hierarchical qgZ).
+     devices within an island first reduce-scatter their parts in float32, then each encodes only
+     its 1/island share across islands, then the island all-gathers the part back in float32
+     (ZeRO++'s hierarchical qgZ).
 
 Why vmap rather than running the model inside the shard_map: with the model inside a partially
 manual shard_map, XLA (jax 0.10.2, Shardy) aborts with a CHECK failure in the SPMD partitioner on
@@ -47,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from holo_jax.config import GradCommConfig
@@ -67,8 +76,9 @@ GradFn = Callable[[Batch, jax.Array, tuple[str, ...]], tuple[PyTree, PyTree]]
 
 
 class GradComm(Protocol):
-    def init(self, params: PyTree) -> PyTree:
-        """The aggregation's state (part of TrainState, checkpointed)."""
+    def init(self, params: PyTree, param_specs: PyTree = None) -> PyTree:
+        """The aggregation's state (part of TrainState, checkpointed); `param_specs`: the
+        parameters' logical PartitionSpecs (`nn.get_partition_spec` of the boxed parameters)."""
 
     def partition_specs(self, abstract_state: PyTree) -> PyTree:
         """PartitionSpecs in *mesh* axes for `init`'s output."""
@@ -81,7 +91,7 @@ class GradComm(Protocol):
 class ExactMean:
     """The compiler's float32 reduction: no state, no extra operation."""
 
-    def init(self, params: PyTree) -> PyTree:
+    def init(self, params: PyTree, param_specs: PyTree = None) -> PyTree:
         return ()
 
     def partition_specs(self, abstract_state: PyTree) -> PyTree:
@@ -127,15 +137,39 @@ def _split_spec(spec: P, axis: str, parts: tuple[str, str]) -> P:
     return P(*(split(e) for e in spec))
 
 
+@struct.dataclass
+class QuantizedMeanState:
+    """`QuantizedMean`'s part of the train state: the transform's per-device state stacked one slot
+    per replica (sharded; checkpointed), and — static, not an array — the mesh PartitionSpec of
+    every gradient leaf it was laid out for (see `QuantizedMean.init`)."""
+
+    residuals: Residuals | None  # sent [replicas, D, blocks, B], owned [replicas, blocks, B]
+    rng_key: jax.Array | None  # [replicas, 2]
+    param_specs: tuple[P, ...] = struct.field(pytree_node=False, default=())  # in tree-leaf order
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    """Gradient leaves replicated over the same inner axes `over`: each device along those axes
+    holds identical copies, so it takes a 1/`ways` share of them (`share` values) to encode."""
+
+    over: tuple[str, ...]
+    leaves: tuple[int, ...]  # indices into the leaf list
+    ways: int
+    share: int
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantizedMean:
     """Per-replica gradients averaged by a quantized all-reduce over the mesh axes `axes`.
 
-    The gradients travel as one float32 bucket per replica, [replicas, size] with the size split
-    over the other mesh axes (`inner_axes`). The collective's shard_map is manual over *every*
-    axis, so each device encodes and sends only its own part of its replica's bucket; left to
-    automatic sharding inside a replica, the compiler replicates the bucket there and every
-    device would send all of it. With `island` > 1 (one quantized axis only) each run of `island`
+    The collective's shard_map is manual over *every* axis, with each gradient leaf coming in
+    and going out in its parameter's own sharding (`param_specs` in the state): each device packs
+    its local shards into its part of the replica's bucket and encodes and sends only that part.
+    Nothing is gathered over `fsdp`/`tensor`, so no device holds more of the float32 gradient than
+    its share of the parameters. Leaves replicated over an inner axis (norm scales, biases) are
+    split along it first and gathered back after the mean, so every copy ends identical and no
+    copy is sent twice. With `island` > 1 (one quantized axis only) each run of `island`
     consecutive devices along it is reduced in float32 first and only the islands' means are
     encoded (see the module docstring)."""
 
@@ -190,11 +224,6 @@ class QuantizedMean:
     def inner_axes(self) -> tuple[str, ...]:
         return tuple(a for a in self.mesh.axis_names if a not in self.axes and self.mesh.shape[a] > 1)
 
-    def _bucket_size(self, size: int) -> int:
-        """`size` (the parameter count) rounded up so every device's part is whole blocks."""
-        unit = self.replicas * math.prod(self.mesh.shape[a] for a in self.inner_axes) * self.codec.block_size
-        return -(-size // unit) * unit
-
     def _manual(self, fn: Callable, in_specs: Any, out_specs: Any) -> Callable:
         if self.island == 1:
             return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs)
@@ -211,16 +240,48 @@ class QuantizedMean:
 
         return call
 
-    def init(self, params: PyTree) -> PyTree:
-        # The transform's init asks for the axis size, so it runs on each device inside the shard_map.
-        inner = math.prod(self.mesh.shape[a] for a in self.inner_axes) * self.island
-        size = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
-        part = jax.ShapeDtypeStruct((self._bucket_size(size) // inner,), jnp.float32)
-        return self._manual(lambda: _stacked(self.transform.init(part)), (), self.partition_specs(None))()
+    def _names(self, entry: Any) -> tuple[str, ...]:
+        """The mesh axes of size > 1 in one entry of a PartitionSpec."""
+        names = entry if isinstance(entry, tuple) else (() if entry is None else (entry,))
+        return tuple(a for a in names if self.mesh.shape[a] > 1)
 
-    def partition_specs(self, abstract_state: PyTree) -> QuantizedGradientMeanState:
-        """The state's layout follows from the configuration: [replicas, ...] over `axes`, blocks
-        over `inner_axes`."""
+    def _mesh_spec(self, logical: Any) -> P:
+        """A parameter's PartitionSpec in mesh axes (LOGICAL_AXIS_RULES), axes of size 1 left out
+        (the same layout) so that a leaf's values vary over exactly the axes its spec names."""
+        spec = nn.logical_to_mesh_axes(logical if isinstance(logical, P) else P(), LOGICAL_AXIS_RULES)
+        if any(a in self.axes for e in spec for a in self._names(e)):
+            raise ValueError(f"a parameter is sharded over the quantized axes {self.axes}: {spec}")
+        entries = [self._names(e) for e in spec]
+        return P(*(None if not e else e[0] if len(e) == 1 else e for e in entries))
+
+    def _local_shape(self, shape: tuple[int, ...], spec: P) -> tuple[int, ...]:
+        """One device's shard of a leaf of `shape` laid out by `spec`."""
+        ways = [math.prod(self.mesh.shape[a] for a in self._names(spec[i])) if i < len(spec) else 1
+                for i in range(len(shape))]
+        if any(n % w for n, w in zip(shape, ways)):
+            raise ValueError(f"a leaf of shape {shape} does not divide evenly over {spec}")
+        return tuple(n // w for n, w in zip(shape, ways))
+
+    def _layout(self, shapes: list[tuple[int, ...]], specs: tuple[P, ...]) -> tuple[list[_Group], int]:
+        """How each device packs its local shards: groups of leaves by the inner axes they are
+        replicated over, and the size of the device's part (whole blocks for every device of the
+        quantized axes)."""
+        by_axes: dict[tuple[str, ...], list[int]] = {}
+        for i, spec in enumerate(specs):
+            sharded = {a for e in spec for a in self._names(e)}
+            by_axes.setdefault(tuple(a for a in self.inner_axes if a not in sharded), []).append(i)
+        groups = []
+        for over in sorted(by_axes, key=lambda o: (len(o), o)):
+            leaves = tuple(by_axes[over])
+            size = sum(math.prod(self._local_shape(shapes[i], specs[i])) for i in leaves)
+            ways = math.prod(self.mesh.shape[a] for a in over)
+            groups.append(_Group(over, leaves, ways, -(-size // ways)))
+        unit = self.replicas * self.codec.block_size  # = island x (devices encoding) x block
+        part = -(-sum(g.share for g in groups) // unit) * unit
+        return groups, part
+
+    def _transform_specs(self) -> QuantizedGradientMeanState:
+        """The transform's state stacked per replica: [replicas, ...] over `axes`, blocks over `inner_axes`."""
         inner = self.inner_axes or None
         residuals = None
         if self.error_feedback:
@@ -229,8 +290,28 @@ class QuantizedMean:
         rng_key = P(self.axes, None) if self.codec.needs_key else None
         return QuantizedGradientMeanState(residuals, rng_key)
 
-    def aggregate(self, grad_fn: GradFn, batch: Batch, key: jax.Array, state: PyTree
-                  ) -> tuple[tuple[PyTree, PyTree], PyTree]:
+    def init(self, params: PyTree, param_specs: PyTree = None) -> QuantizedMeanState:
+        """The state for `params`, whose logical PartitionSpecs (`nn.get_partition_spec` of the
+        boxed parameters; None: every leaf replicated) fix how each device packs its shards."""
+        leaves, treedef = jax.tree.flatten(params)
+        if param_specs is None:
+            logical = [P()] * len(leaves)
+        else:
+            logical = treedef.flatten_up_to(param_specs)
+        specs = tuple(self._mesh_spec(s) for s in logical)
+        _, part = self._layout([x.shape for x in leaves], specs)
+        # The transform's init asks for the axis size, so it runs on each device inside the shard_map.
+        local = jax.ShapeDtypeStruct((part // self.island,), jnp.float32)
+        state = self._manual(lambda: _stacked(self.transform.init(local)), (), self._transform_specs())()
+        return QuantizedMeanState(state.residuals, state.rng_key, specs)
+
+    def partition_specs(self, abstract_state: QuantizedMeanState) -> QuantizedMeanState:
+        """The state's layout follows from the configuration (see `_transform_specs`)."""
+        specs = self._transform_specs()
+        return QuantizedMeanState(specs.residuals, specs.rng_key, abstract_state.param_specs)
+
+    def aggregate(self, grad_fn: GradFn, batch: Batch, key: jax.Array, state: QuantizedMeanState
+                  ) -> tuple[tuple[PyTree, PyTree], QuantizedMeanState]:
         replicas = self.replicas
         inner_batch_axes = tuple(a for a in BATCH_AXES if a not in self.axes)
 
@@ -249,36 +330,55 @@ class QuantizedMean:
         aux = jax.tree.map(lambda x: jnp.mean(x, axis=0), aux)  # replicas hold equal numbers of rows
 
         leaves, treedef = jax.tree.flatten(grads)
-        size = sum(math.prod(x.shape[1:]) for x in leaves)
-        bucket = jnp.concatenate([x.reshape(replicas, -1).astype(jnp.float32) for x in leaves], axis=1)
-        bucket = jnp.pad(bucket, ((0, 0), (0, self._bucket_size(size) - size)))
-        inner = self.inner_axes or None
-        bucket = jax.lax.with_sharding_constraint(bucket, NamedSharding(self.mesh, P(self.axes, inner)))
+        specs = state.param_specs
+        if len(specs) != len(leaves):
+            raise ValueError(f"the grad_comm state was laid out for {len(specs)} parameters, got {len(leaves)} "
+                             f"gradients: initialise it with this model (`init_train_state(..., grad_comm=)`)")
+        groups, part_size = self._layout([x.shape[1:] for x in leaves], specs)
+        local_shapes = [self._local_shape(x.shape[1:], s) for x, s in zip(leaves, specs)]
         within = (self._parts[1],) if self.island > 1 else ()
 
-        def reduce(part: jax.Array, local_state: PyTree) -> tuple[jax.Array, PyTree]:
-            part = part[0]
+        def reduce(local: list[jax.Array], local_state: QuantizedGradientMeanState):
+            # Each device's part of its replica's bucket, from its own shards only: per group, the
+            # concatenated shards, and for a group replicated over inner axes this device's 1/ways
+            # of the (identical) copies.
+            flat = [x[0].reshape(-1).astype(jnp.float32) for x in local]
+            pieces = []
+            for g in groups:
+                values = jnp.concatenate([flat[i] for i in g.leaves])
+                if g.over:
+                    values = jnp.pad(values, (0, g.ways * g.share - values.size)).reshape(g.ways, g.share)
+                    values = values[jax.lax.axis_index(g.over)]
+                pieces.append(values)
+            part = jnp.concatenate(pieces)
+            part = jnp.pad(part, (0, part_size - part.size))
             if within:
                 # The island's float32 mean, each device keeping 1/island of it to send across.
                 part = jax.lax.psum_scatter(part, within, scatter_dimension=0, tiled=True) / self.island
             mean, new_state = self.transform.update(part, _local(local_state))
-            if self.inner_axes or within:
-                # Reassemble the replica's bucket here, over the fast axes only: left to automatic
-                # sharding, the compiler is free to fetch parts from another replica's identical
-                # copy, i.e. across the slow axis, in float32. Parts are ordered by the inner axes,
-                # then by the position within the island (the reduce-scatter's tiling).
-                mean = jax.lax.all_gather(mean, (*self.inner_axes, *within), axis=0, tiled=True, to="invarying")
-            return mean, _stacked(new_state)
+            if within:
+                mean = jax.lax.all_gather(mean, within, axis=0, tiled=True, to="invarying")
+            out, offset = [None] * len(local), 0
+            for g in groups:
+                values = mean[offset:offset + g.share]
+                offset += g.share
+                if g.over:
+                    # Reassemble the replicated leaves over the axes they are replicated on (fast
+                    # axes, small leaves): every copy ends identical.
+                    values = jax.lax.all_gather(values, g.over, axis=0, tiled=True, to="invarying")
+                start = 0
+                for i in g.leaves:
+                    n = math.prod(local_shapes[i])
+                    out[i] = values[start:start + n].reshape(local_shapes[i]).astype(local[i].dtype)
+                    start += n
+            return out, _stacked(new_state)
 
-        specs = self.partition_specs(state)
-        mean, state = self._manual(reduce, (P(self.axes, inner), specs), (P(), specs))(bucket, state)
-
-        out, offset = [], 0
-        for x in leaves:
-            n = math.prod(x.shape[1:])
-            out.append(mean[offset:offset + n].reshape(x.shape[1:]).astype(x.dtype))
-            offset += n
-        return (jax.tree.unflatten(treedef, out), aux), state
+        transform_specs = self._transform_specs()
+        inner_state = QuantizedGradientMeanState(state.residuals, state.rng_key)
+        in_specs = ([P(self.axes, *s) for s in specs], transform_specs)
+        mean, inner_state = self._manual(reduce, in_specs, (list(specs), transform_specs))(leaves, inner_state)
+        new_state = QuantizedMeanState(inner_state.residuals, inner_state.rng_key, specs)
+        return (jax.tree.unflatten(treedef, mean), aux), new_state
 
 
 def pure_data_axes() -> tuple[str, ...]:

@@ -5,19 +5,24 @@ at the workload's gradient width). `bf16`, `int8` and `int4` are holo_jax's two-
 (`holo_jax.parallel.collectives.two_phase_pmean` through `data_parallel.QuantizedMean`) over the
 `data` mesh axis, always with error feedback here: hierarchical where the data axis holds several
 devices of each host (a float32 reduce-scatter inside that island, the encoded exchange of each
-device's 1/island share across hosts), flat otherwise. Its costs, as the code runs today:
+device's 1/island share across hosts, a float32 all-gather inside the island), flat otherwise.
+Its costs, as the code runs today:
 
 - wire: every value travels as `PAYLOAD_BITS` bits, and int8/int4 add one float32 scale per block
   of `block_size` values (`quantize.Codec.encode`); tests check `wire_bytes` against the real
   encoder's output shapes;
 - GPU time: encoding and decoding are elementwise passes over HBM (`codec_hbm_bytes`), priced at
   the device's peak memory bandwidth, so this is a lower bound on that time;
-- memory: the error-feedback residuals (float32, the device's part of the bucket plus its owned
-  chunk), the encoded send/receive buffers, and the averaged float32 bucket, which
-  `QuantizedMean` all-gathers over the other mesh axes (`fsdp`, `tensor`; out_specs `P()`), so
-  every device holds the whole mean gradient;
-- that all-gather (over the island and `fsdp` x `tensor`) is full-precision traffic, NVLink when
-  those stay inside hosts, priced by `cost.all_gather_s`, as is the island's reduce-scatter.
+- memory: the error-feedback residuals (float32, the values the device encodes plus its owned
+  chunk), the encoded send/receive buffers, and one float32 copy of the device's part of its
+  replica's bucket — its own shards of the gradient leaves, packed (4 bytes x params /
+  (fsdp x tensor)). `QuantizedMean` takes and returns every leaf in its parameter's own
+  fsdp/tensor sharding, so no device holds more of the float32 gradient than its share and nothing
+  is gathered over `fsdp`/`tensor` (only leaves replicated over one of them — norm scales, biases,
+  well under 1% of a GPT's parameters — are split and gathered back; not priced);
+- inside an island, the float32 reduce-scatter of the device's part and the all-gather of the
+  island's mean back to it (NVLink when the island is a host), priced by `cost.reduce_scatter_s`
+  and `cost.all_gather_s`.
 Reductions over `fsdp` and `tensor` themselves stay float32 (the compiler's), as in the trainer.
 """
 from __future__ import annotations
@@ -72,13 +77,13 @@ def codec_hbm_bytes(values: float, scheme: str, ranks: int, block_size: int = BL
     return values * per_value
 
 
-def quantized_memory_bytes(values: float, params: float, scheme: str, ranks: int,
+def quantized_memory_bytes(values: float, scheme: str, ranks: int, island: int = 1,
                            block_size: int = BLOCK_SIZE) -> float:
     """Extra bytes per device a quantized scheme holds at its peak (see the module docstring):
-    residuals of the `values` this device encodes, send and receive buffers, and the whole float32
-    mean of all `params` gradients that `QuantizedMean` gathers on every device."""
+    residuals of the `values` this device encodes (its 1/`island` share of its part of the
+    bucket), send and receive buffers, and the packed float32 part itself (`island` x `values`)."""
     if scheme == "fp32":
         return 0.0
     residuals = F32 * values * (1 + 1 / ranks)
     buffers = 2 * wire_bytes(values, scheme, block_size)
-    return residuals + buffers + F32 * params
+    return residuals + buffers + F32 * values * island

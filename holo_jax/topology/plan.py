@@ -84,7 +84,8 @@ class StepEstimate:
     memory: wl.Memory
     memory_budget_bytes: float | None
     # Extra time of a quantized scheme besides its wire time (which is in comm_s["data"]):
-    # "encode_decode" on the GPU, "regather" of the mean over fsdp x tensor. Empty for fp32.
+    # "encode_decode" on the GPU, the float32 "island_reduce_scatter" / "island_all_gather" of a
+    # hierarchical reduction. Empty for fp32.
     grad_comm_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
@@ -353,8 +354,9 @@ def _grad_comm(links: LinkModel, work: Workload, sizes: dict[str, int], mesh: np
     """The data axis's gradient reduction under `scheme`: (seconds on the slow wire, other seconds
     by kind, extra bytes per device), following `data_parallel.QuantizedMean`: a float32
     reduce-scatter inside each island of same-host data ranks, the encoded two-phase all-reduce of
-    each rank's 1/island share across islands, and a float32 all-gather of the mean over the
-    island and fsdp x tensor. See holo_jax.topology.grad_wire for what else is counted."""
+    each rank's 1/island share across islands, and a float32 all-gather of the mean inside the
+    island; every rank works on its own fsdp x tensor part only (the mean stays sharded like the
+    parameters). See holo_jax.topology.grad_wire for what else is counted."""
     d, f, t = (sizes[a] for a in AXES)
     params = wl.param_count(work.model)
     values = params / (f * t)  # this device's part of its replica's gradient bucket
@@ -368,18 +370,16 @@ def _grad_comm(links: LinkModel, work: Workload, sizes: dict[str, int], mesh: np
     runs = data_rows.reshape(-1, across, island)
     wire, extra = 0.0, {}
     if island > 1:
-        extra["island_reduce_scatter"] = max(reduce_scatter_s(wl.F32 * values, g)
-                                             for g in _priced(links, runs.reshape(-1, island)))
+        islands = _priced(links, runs.reshape(-1, island))
+        extra["island_reduce_scatter"] = max(reduce_scatter_s(wl.F32 * values, g) for g in islands)
+        extra["island_all_gather"] = max(all_gather_s(wl.F32 * values, g) for g in islands)
     shard = values / island  # what each rank encodes
     if across > 1:
         wire = max(two_phase_s(gw.wire_bytes(shard, scheme), g)
                    for g in _priced(links, np.swapaxes(runs, 1, 2).reshape(-1, across)))
     if hbm_gbyte_s:
         extra["encode_decode"] = gw.codec_hbm_bytes(shard, scheme, across) / (hbm_gbyte_s * 1e9)
-    if island * f * t > 1:
-        extra["regather"] = max(all_gather_s(wl.F32 * params, g)
-                                for g in _priced(links, mesh.reshape(across, island * f * t)))
-    return wire, extra, gw.quantized_memory_bytes(shard, params, scheme, across)
+    return wire, extra, gw.quantized_memory_bytes(shard, scheme, across, island)
 
 
 def _problems(work: Workload, sizes: dict[str, int], est: StepEstimate):

@@ -64,7 +64,7 @@ class Memory:
     optimizer: float
     gathered_params: float  # FSDP: full layers all-gathered for compute, two in flight
     activations: float
-    # Quantized gradient communication: residuals, wire buffers and the gathered mean
+    # Quantized gradient communication: residuals, wire buffers and the packed float32 part
     # (holo_jax.topology.grad_wire.quantized_memory_bytes); 0 for the exact fp32 reduction.
     grad_comm: float = 0.0
 

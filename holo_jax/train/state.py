@@ -56,7 +56,7 @@ def _boxed_init(model: nn.Module, example_inputs: tuple, optimizer: optax.Gradie
             stage_states=tuple(s.init(jax.random.fold_in(k_stages, i), params) for i, s in enumerate(stages)),
             rng=k_run,
             skipped_steps=jnp.zeros((), jnp.int32),
-            grad_comm=grad_comm.init(params),
+            grad_comm=grad_comm.init(params, nn.get_partition_spec(boxed)),
         )
         return boxed, state
 

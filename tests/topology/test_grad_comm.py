@@ -16,6 +16,7 @@ from holo_jax.errors import HoloError
 from holo_jax.parallel.mesh import mesh_for_run
 from holo_jax.parallel.quantize import Codec
 from holo_jax.topology import grad_wire as gw
+from holo_jax.topology import workload as wl
 from holo_jax.topology.__main__ import main as topology_main
 from holo_jax.topology.cost import LinkModel, all_gather_s, all_reduce_s, reduce_scatter_s, two_phase_s
 from holo_jax.topology.model import Topology, replicate
@@ -68,11 +69,21 @@ def test_a_quantized_scheme_wins_on_the_slow_fabric_when_allowed():
     assert set(auto.scheme_step_s) == set(gw.SCHEMES) and min(fitting, key=fitting.get) == auto.grad_comm
 
 
-def test_quantization_memory_can_rule_a_scheme_out():
-    # 40 GB GPUs: the averaged fp32 gradient QuantizedMean gathers on every device does not fit
-    # next to a 7.5B model's sharded state, so the exact reduction is the only choice.
+def test_quantization_memory_is_the_devices_part_and_can_rule_a_scheme_out():
+    # QuantizedMean keeps the mean in the parameters' fsdp/tensor sharding: beyond the residuals
+    # and wire buffers a device holds one packed float32 copy of its part, never the whole gradient.
     chosen = plan(P4D_8, MODELS["gpt-7.5b"], 64, grad_comm=("fp32", "int8"))
-    assert chosen.grad_comm == "fp32" and chosen.scheme_step_s["int8"] is None
+    assert chosen.grad_comm == "int8"
+    d, f, t = chosen.mesh_shape
+    part = wl.param_count(MODELS["gpt-7.5b"]) / (f * t)
+    island = chosen.within_host["data"]  # the data ranks of one host, reduced in float32 first
+    assert chosen.estimate.memory.grad_comm == pytest.approx(
+        gw.quantized_memory_bytes(part / island, "int8", d // island, island))
+    assert chosen.estimate.memory.grad_comm < 3 * wl.F32 * part
+    assert "regather" not in chosen.estimate.grad_comm_s
+    # 18.4B on 40 GB GPUs: the residuals do not fit next to the sharded state; fp32 does.
+    big = plan(P4D_8, MODELS["gpt-18.4b"], 64, grad_comm=("fp32", "int8"))
+    assert big.grad_comm == "fp32" and big.scheme_step_s["int8"] is None
 
 
 def test_one_replica_is_priced_as_the_exact_reduction():
