@@ -71,7 +71,11 @@ def quantize_blocks(blocks: jax.Array, qmax: int, rounding: str = "nearest",
     """float32 [..., B] -> (int8 values in [-qmax, qmax] [..., B], float32 scale [..., 1])."""
     # The floor keeps the scale (>= 2^-125) and the grid factor (<= qmax 2^125) normal and finite
     # (see the module docstring); it also makes an all-zero block encode to 0 rather than 0/0.
-    amax = jnp.maximum(jnp.max(jnp.abs(blocks), axis=-1, keepdims=True), _int_floor(qmax))
+    raw = jnp.max(jnp.abs(blocks), axis=-1, keepdims=True)
+    # `where`, not `jnp.maximum`: XLA:CPU fuses a maximum into the reduction and the whole
+    # quantized all-reduce runs 1.7x slower (0.89 vs 0.53 s for 64M values on 2 devices). A NaN
+    # block maximum stays NaN either way.
+    amax = jnp.where(raw < _int_floor(qmax), _int_floor(qmax), raw)
     # One division per block and a multiply per value: a divide per value made encoding 3x
     # slower on CPU.
     to_grid = qmax / amax
