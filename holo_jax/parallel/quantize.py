@@ -75,7 +75,8 @@ def quantize_blocks(blocks: jax.Array, qmax: int, rounding: str = "nearest",
     # `where`, not `jnp.maximum`: XLA:CPU fuses a maximum into the reduction and the whole
     # quantized all-reduce runs 1.7x slower (0.89 vs 0.53 s for 64M values on 2 devices). A NaN
     # block maximum stays NaN either way.
-    amax = jnp.where(raw < _int_floor(qmax), _int_floor(qmax), raw)
+    floor = _int_floor(qmax)
+    amax = jnp.where(raw < floor, floor, raw)
     # One division per block and a multiply per value: a divide per value made encoding 3x
     # slower on CPU.
     to_grid = qmax / amax
