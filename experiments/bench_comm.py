@@ -10,12 +10,14 @@ Prints one JSON object (run as root for the emulated links):
                      to fp32 and, for reference, a minimal fp32 ring all-reduce of the parameters.
   allreduce_seconds  {loopback, 10gbit, 1gbit} x {fp32, bf16, int8, int4}: median wall time of one mean
                      all-reduce of --size float32 values between 2 processes (one CPU device each, gloo
-                     over TCP); fp32 is `lax.pmean`, the others `collectives.quantized_pmean`. The slow
-                     links are emulated: both processes run in a network namespace created for the
-                     purpose, whose loopback is shaped by `tc ... tbf`, and removed afterwards. Where
+                     over TCP); fp32 is `lax.pmean`, the others `collectives.quantized_pmean`. The input
+                     is donated, as a train step's gradient buffer is (see MODES). The slow links are
+                     emulated: both processes run in a network namespace created for the purpose,
+                     whose loopback is shaped by `tc ... tbf`, and removed afterwards. Where
                      `ip netns`/`tc` are unavailable, `link_emulation` says why, `skipped_links`
                      names each link left out with its reason, a note goes to stderr, and only
                      loopback is reported.
+  allreduce_seconds_fresh_output   the same, with each result written to newly allocated memory.
   final_loss         {fp32, int8_ef, int4_ef, int8_noef}: train loss after --steps steps of the pretrain
                      default on 8 simulated devices (data=8), same data and seed for all; the eval loss
                      at the end, the ratio to fp32, and a loss-curve PNG in --out-dir.
@@ -45,6 +47,12 @@ LINKS = {"loopback": None, "10gbit": 10e9, "1gbit": 1e9}  # bits per second; Non
 RUNS = {  # final_loss key -> (grad_comm.scheme, grad_comm.error_feedback)
     "fp32": ("fp32", True), "int8_ef": ("int8", True), "int4_ef": ("int4", True), "int8_noef": ("int8", False)}
 DEVICES = 8
+# How the all-reduce's input buffer is treated. "donated" (the reported figure): the input is
+# consumed and the result written into its memory, as in a train step, where the gradient buffer
+# is dead after its reduction, and as on a GPU's pooled allocator. "fresh_output": the result
+# goes to newly allocated memory, which on this VM costs ~0.15-0.2 s per 256 MB in page faults
+# whatever the scheme (reported beside it, so the figure cannot hide that cost).
+MODES = ("donated", "fresh_output")
 BLOCK_SIZE = 256
 
 
@@ -117,18 +125,25 @@ def allreduce_worker(size: int, repeats: int) -> None:
     mesh = Mesh(np.asarray(jax.devices()), ("data",), axis_types=(AxisType.Auto,))
     local = np.random.default_rng(jax.process_index()).standard_normal(size, dtype=np.float32)
     x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), local, (size * jax.process_count(),))
-    times = {}
+    times: dict = {mode: {} for mode in MODES}
     for scheme in SCHEMES:
         reduce = (functools.partial(jax.lax.pmean, axis_name="data") if scheme == "fp32" else
                   functools.partial(quantized_pmean, axis_name="data", codec=Codec(scheme, BLOCK_SIZE)))
-        fn = jax.jit(jax.shard_map(reduce, mesh=mesh, in_specs=P("data"), out_specs=P()))
-        fn(x).block_until_ready()  # compile and warm up
-        samples = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(x).block_until_ready()
-            samples.append(time.perf_counter() - t0)
-        times[scheme] = {"median": statistics.median(samples), "samples": samples}
+        for mode in MODES:
+            donated = mode == "donated"
+            fn = jax.jit(jax.shard_map(reduce, mesh=mesh, in_specs=P("data"), out_specs=P()),
+                         donate_argnums=(0,) if donated else ())
+            # A donated input is consumed: each call gets its own copy, made (and its pages
+            # touched) before the clock starts.
+            fresh = (lambda: (x + 0.0).block_until_ready()) if donated else (lambda: x)
+            fn(fresh()).block_until_ready()  # compile and warm up
+            samples = []
+            for _ in range(repeats):
+                arg = fresh()
+                t0 = time.perf_counter()
+                fn(arg).block_until_ready()
+                samples.append(time.perf_counter() - t0)
+            times[mode][scheme] = {"median": statistics.median(samples), "samples": samples}
     if jax.process_index() == 0:
         print("ALLREDUCE " + json.dumps(times), flush=True)
 
@@ -180,8 +195,8 @@ def allreduce_seconds(size: int, repeats: int, links: list[str]) -> dict:
         raise ValueError(f"unknown links {unknown}; choose from {', '.join(LINKS)}")
     shaped = [link for link in links if LINKS[link] is not None]
     problem = _link_emulation_problem() if shaped else None
-    out: dict = {"seconds": {}, "samples": {}, "link_emulation": problem or "ip netns + tc tbf on loopback",
-                 "skipped_links": {}}
+    out: dict = {"seconds": {}, "fresh_output_seconds": {}, "samples": {},
+                 "link_emulation": problem or "ip netns + tc tbf on loopback", "skipped_links": {}}
     for link in links:
         if LINKS[link] is not None and problem:
             out["skipped_links"][link] = problem
@@ -196,12 +211,17 @@ def allreduce_seconds(size: int, repeats: int, links: list[str]) -> dict:
             out["skipped_links"][link] = reason
             print(f"bench_comm: {link} link not measured ({reason})", file=sys.stderr, flush=True)
             continue
-        out["seconds"][link] = {s: t["median"] for s, t in times.items()}
-        out["samples"][link] = {s: t["samples"] for s, t in times.items()}
+        out["seconds"][link] = {s: t["median"] for s, t in times["donated"].items()}
+        out["fresh_output_seconds"][link] = {s: t["median"] for s, t in times["fresh_output"].items()}
+        out["samples"][link] = {mode: {s: t["samples"] for s, t in by_scheme.items()} for mode, by_scheme in times.items()}
     if shaped and all(link in out["skipped_links"] for link in shaped) and "loopback" in out["seconds"]:
         reasons = "; ".join(sorted(set(out["skipped_links"][link] for link in shaped)))
         print(f"bench_comm: cannot emulate slow links ({reasons}): reporting loopback only", file=sys.stderr, flush=True)
-    out["speedup_vs_fp32"] = {link: {s: t["fp32"] / v for s, v in t.items()} for link, t in out["seconds"].items()}
+    def speedups(seconds: dict) -> dict:
+        return {link: {s: t["fp32"] / v for s, v in t.items()} for link, t in seconds.items()}
+
+    out["speedup_vs_fp32"] = speedups(out["seconds"])
+    out["fresh_output_speedup_vs_fp32"] = speedups(out["fresh_output_seconds"])
     return out
 
 
@@ -283,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if "allreduce" in parts:
         timing = allreduce_seconds(args.size, args.repeats, [link for link in args.links.split(",") if link])
         result["allreduce_seconds"] = timing.pop("seconds")
+        result["allreduce_seconds_fresh_output"] = timing.pop("fresh_output_seconds")
         result["allreduce_detail"] = {"size": args.size, "repeats": args.repeats, **timing}
     if "loss" in parts:
         loss = final_loss(args.steps, args.out_dir)

@@ -14,6 +14,7 @@ def test_without_tc_only_loopback_is_reported_with_the_reason(monkeypatch, capsy
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert list(result["allreduce_seconds"]) == ["loopback"]
     assert set(result["allreduce_seconds"]["loopback"]) == set(bench_comm.SCHEMES)
+    assert set(result["allreduce_seconds_fresh_output"]["loopback"]) == set(bench_comm.SCHEMES)
     detail = result["allreduce_detail"]
     assert detail["skipped_links"] == {"10gbit": "`ip` or `tc` not found", "1gbit": "`ip` or `tc` not found"}
     assert "not found" in detail["link_emulation"]
@@ -26,7 +27,7 @@ def test_a_link_that_fails_midway_is_skipped_and_the_others_kept(monkeypatch, ca
     def fake_time(prefix, size, repeats, timeout):
         if prefix:  # inside a namespace: pretend the workers could not reach each other
             raise RuntimeError("all-reduce workers failed (exit 1): connection refused")
-        return {s: {"median": 1.0, "samples": [1.0]} for s in bench_comm.SCHEMES}
+        return {mode: {s: {"median": 1.0, "samples": [1.0]} for s in bench_comm.SCHEMES} for mode in bench_comm.MODES}
 
     class NoNamespace:  # a namespace that "works" without root
         def __init__(self, rate):
