@@ -28,14 +28,15 @@ def exit_on_user_error(main: Callable[..., T], *, hard_exit: bool = False) -> Ca
         try:
             return main(*args, **kwargs)
         except HoloError as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            # `print_to`: where stderr was before something redirected it (see checkpoint.py).
+            print(f"error: {e}", file=getattr(e, "print_to", None) or sys.stderr, flush=True)
             if not hard_exit:
                 raise SystemExit(2) from None
             sys.stdout.flush()
             # Exit without interpreter teardown: after a failed checkpoint read, tensorstore's
-            # reader threads still call back into orbax's closed asyncio loop and would print
-            # tracebacks under the one-sentence error. Our own files are closed or fsynced by
-            # now (context managers, EventLog), so there is nothing left to flush.
+            # reader threads still call back into orbax's closed asyncio loop (their tracebacks
+            # go to the restore log). Our own files are closed or fsynced by now (context
+            # managers, EventLog), so there is nothing left to flush.
             os._exit(2)
 
     return wrapped

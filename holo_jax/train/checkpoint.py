@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orbax.checkpoint as ocp
 
@@ -71,10 +72,10 @@ class Checkpointer:
         """Restore into the shardings carried by the abstract targets (ShapeDtypeStructs)."""
         log = self.directory.parent / "restore_errors.log"
         try:
-            # A damaged checkpoint makes tensorstore's reader threads print tracebacks on fd 2
-            # (while and after the restore fails); they go to a log file instead of burying the
-            # one-sentence error.
-            with _stderr_to(log):
+            # A damaged checkpoint makes tensorstore's reader threads print tracebacks (while
+            # and after the restore fails); they go to a log file instead of burying the
+            # one-sentence error, which goes to the original stderr.
+            with _stderr_to(log) as redirect:
                 restored = self._manager.restore(
                     step,
                     args=ocp.args.Composite(
@@ -85,11 +86,13 @@ class Checkpointer:
             # Leave the manager open: reads still in flight call back into orbax's event loop.
             self._failed_restore = True
             reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise HoloError(
+            error = HoloError(
                 f"the checkpoint for step {step} in {self.directory} cannot be restored ({reason}); "
                 f"if it is damaged, move that step's directory aside to resume from the previous checkpoint "
                 f"(steps present: {self.all_steps()}), or use a new --workdir (details: {log})."
-            ) from e
+            )
+            error.print_to = redirect.original
+            raise error from e
         return restored["state"], restored["data"]
 
     def wait(self) -> None:
@@ -101,20 +104,26 @@ class Checkpointer:
             self._manager.close()
 
 
+class _Redirect:
+    original: TextIO | None = None  # the stderr from before, once the block has raised
+
+
 @contextlib.contextmanager
-def _stderr_to(path: Path):
-    """Send file descriptor 2 to `path` for the block. If the block raises, fd 2 stays there (late
-    writers included) while `sys.stderr` moves to the original terminal for the error message."""
+def _stderr_to(path: Path) -> Iterator[_Redirect]:
+    """Send stderr (file descriptor 2 and `sys.stderr`) to `path` for the block. If the block
+    raises, both stay there for good, late writers included, and the yielded object's `original`
+    is a stream on the stderr from before, for the error message."""
     sys.stderr.flush()
     saved = os.dup(2)
     path.parent.mkdir(parents=True, exist_ok=True)
     target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(target, 2)
     os.close(target)
+    redirect = _Redirect()
     try:
-        yield
+        yield redirect
     except BaseException:
-        sys.stderr = os.fdopen(saved, "w", buffering=1)
+        redirect.original = os.fdopen(saved, "w", buffering=1)
         raise
     sys.stderr.flush()
     os.dup2(saved, 2)
