@@ -9,13 +9,17 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, TextIO, TypeVar
 
 T = TypeVar("T")
 
 
 class HoloError(Exception):
     """A problem with the user's input or environment, explained in one sentence."""
+
+    # Where the sentence goes if not to `sys.stderr`: set by code that has redirected stderr
+    # and must leave it redirected (a failed checkpoint restore, see train/checkpoint.py).
+    print_to: TextIO | None = None
 
 
 def exit_on_user_error(main: Callable[..., T], *, hard_exit: bool = False) -> Callable[..., T]:
@@ -28,8 +32,7 @@ def exit_on_user_error(main: Callable[..., T], *, hard_exit: bool = False) -> Ca
         try:
             return main(*args, **kwargs)
         except HoloError as e:
-            # `print_to`: where stderr was before something redirected it (see checkpoint.py).
-            print(f"error: {e}", file=getattr(e, "print_to", None) or sys.stderr, flush=True)
+            print(f"error: {e}", file=e.print_to or sys.stderr, flush=True)
             if not hard_exit:
                 raise SystemExit(2) from None
             sys.stdout.flush()

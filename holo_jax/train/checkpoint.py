@@ -110,9 +110,9 @@ class _Redirect:
 
 @contextlib.contextmanager
 def _stderr_to(path: Path) -> Iterator[_Redirect]:
-    """Send stderr (file descriptor 2 and `sys.stderr`) to `path` for the block. If the block
-    raises, both stay there for good, late writers included, and the yielded object's `original`
-    is a stream on the stderr from before, for the error message."""
+    """Send file descriptor 2 (what `sys.stderr` and native code write to) to `path` for the
+    block. If the block raises, it stays there for good, late writers included, and the yielded
+    object's `original` is a stream on the stderr from before, for the error message."""
     sys.stderr.flush()
     saved = os.dup(2)
     path.parent.mkdir(parents=True, exist_ok=True)
