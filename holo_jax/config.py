@@ -155,6 +155,53 @@ class GradCommConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """What the run trains (holo_jax.train.tasks): the step, the eval step and the loop are built
+    from the task this names."""
+
+    # next_token_lm: causal language modelling on packed text (pretraining);
+    # sequence_classification: one label per text from the pooled last token (toxicity, with
+    # identity annotations for the fairness stages), read from `.jsonl` examples.
+    kind: str = "next_token_lm"
+    num_classes: int = 2  # sequence_classification only
+    # sequence_classification: the identity names whose membership each example may carry
+    # (`identities` in the examples); membership is a batch field the stages can read.
+    identities: tuple[str, ...] = ()
+    label_key: str = "label"  # field of the .jsonl examples holding the class id
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """Base of every stage's settings section. A stage kind registers its subclass with
+    `register_stage_config` (holo_jax.train.stages.register_stage does it), so `--set stages=KIND`
+    enables it, `--set stages.NAME.FIELD=V` sets it, and config.json records it. `name` (default:
+    the kind) must be unique within a run: it keys the stage's state, randomness, metrics and emits."""
+
+    kind: typing.ClassVar[str] = ""
+    name: str = ""
+
+    @property
+    def stage_name(self) -> str:
+        return self.name or self.kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self), "name": self.stage_name}
+
+
+# kind -> its settings class; filled by register_stage_config.
+STAGE_CONFIGS: dict[str, type[StageConfig]] = {}
+
+
+def register_stage_config(cls: type[StageConfig]) -> type[StageConfig]:
+    if not cls.kind:
+        raise ValueError(f"{cls.__name__} must set the class attribute `kind`")
+    if STAGE_CONFIGS.get(cls.kind, cls) is not cls:
+        raise ValueError(f"stage kind `{cls.kind}` is registered twice")
+    STAGE_CONFIGS[cls.kind] = cls
+    return cls
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = ModelConfig()
     mesh: MeshConfig = MeshConfig()
@@ -164,13 +211,18 @@ class TrainConfig:
     log: LogConfig = LogConfig()
     memory: MemoryConfig = MemoryConfig()
     grad_comm: GradCommConfig = GradCommConfig()
+    task: TaskConfig = TaskConfig()
+    # Stages around the step, in order (holo_jax.train.stages); each is its own settings section.
+    stages: tuple[StageConfig, ...] = ()
     steps: int = 200
     global_batch: int = 16
     microbatches: int = 1  # gradient accumulation: the global batch is split into this many
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["stages"] = [s.to_dict() for s in self.stages]
+        return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -223,6 +275,8 @@ def _set_path(obj: Any, path: list[str], raw: str, full_key: str) -> Any:
         )
     hints = typing.get_type_hints(type(obj))
     current = getattr(obj, name)
+    if isinstance(obj, TrainConfig) and name == "stages":
+        return dataclasses.replace(obj, stages=_set_stages(current, path[1:], raw, full_key))
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
             raise HoloError(f"config key `{full_key}` goes below a plain value `{name}`.")
@@ -230,3 +284,30 @@ def _set_path(obj: Any, path: list[str], raw: str, full_key: str) -> Any:
     if dataclasses.is_dataclass(current):
         raise HoloError(f"`{full_key}` is a section; set one of its fields, e.g. {full_key}.<field>=...")
     return dataclasses.replace(obj, **{name: _parse_value(raw, hints[name], full_key)})
+
+
+def _set_stages(stages: tuple[StageConfig, ...], path: list[str], raw: str, full_key: str
+                ) -> tuple[StageConfig, ...]:
+    """`stages=KIND[:NAME],...` enables stages in order with default settings (a stage already
+    configured under that name keeps its settings); `stages.NAME.FIELD=V` sets one field."""
+    if not path:
+        by_name = {s.stage_name: s for s in stages}
+        chosen = []
+        for item in (i.strip() for i in raw.split(",") if i.strip()):
+            kind, _, name = item.partition(":")
+            if kind not in STAGE_CONFIGS:
+                known = ", ".join(sorted(STAGE_CONFIGS)) or "none are registered"
+                raise HoloError(f"unknown stage kind `{kind}` in `{full_key}={raw}`; known kinds: {known}.")
+            existing = by_name.get(name or kind)
+            chosen.append(existing if existing is not None and existing.kind == kind
+                          else STAGE_CONFIGS[kind](name=name))
+        return tuple(chosen)
+    name, rest = path[0], path[1:]
+    for i, stage in enumerate(stages):
+        if stage.stage_name == name:
+            if not rest:
+                raise HoloError(f"`{full_key}` is a stage section; set one of its fields, e.g. {full_key}.<field>=...")
+            return stages[:i] + (_set_path(stage, rest, raw, full_key),) + stages[i + 1:]
+    enabled = ", ".join(s.stage_name for s in stages) or "none"
+    raise HoloError(f"`{full_key}` names stage `{name}`, which is not enabled (enabled: {enabled}); "
+                    f"enable it first with --set stages=<kind>[:{name}].")
