@@ -6,7 +6,7 @@
 Prints one JSON object (run as root for the emulated links):
   wire_bytes         {fp32, bf16, int8, int4}: bytes one device sends across the `data` axis per train
                      step of the pretrain default model, mesh data=8 (8 simulated CPU devices), summed
-                     from the compiled HLO's collectives (holo_jax.parallel.hlo_bytes); with the ratio
+                     from the compiled HLO's collectives (holo_jax.hlo.collective_bytes); with the ratio
                      to fp32 and, for reference, a minimal fp32 ring all-reduce of the parameters.
   allreduce_seconds  {loopback, 10gbit, 1gbit} x {fp32, bf16, int8, int4}: median wall time of one mean
                      all-reduce of --size float32 values between 2 processes (one CPU device each, gloo
@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from holo_jax.errors import HoloError, exit_on_user_error
+
 SCHEMES = ("fp32", "bf16", "int8", "int4")
 LINKS = {"loopback": None, "10gbit": 10e9, "1gbit": 1e9}  # bits per second; None = unshaped
 RUNS = {  # final_loss key -> (grad_comm.scheme, grad_comm.error_feedback)
@@ -76,12 +78,13 @@ def wire_bytes() -> dict:
     import jax.numpy as jnp
 
     from holo_jax.model import CausalLM
-    from holo_jax.parallel.data_parallel import make_grad_comm
-    from holo_jax.parallel.hlo_bytes import collectives, wire_bytes_by_dtype
+    from holo_jax.parallel.grad_comm_plan import make_grad_comm
+    from holo_jax.hlo.collective_bytes import collectives, wire_bytes_by_dtype
     from holo_jax.parallel.mesh import build_mesh
     from holo_jax.train.optimizer import learning_rate_schedule, make_optimizer
     from holo_jax.train.state import abstract_train_state, count_params
     from holo_jax.train.step import jit_train_step, make_train_step
+    from holo_jax.train.tasks import NextTokenLM
 
     out: dict = {"bytes": {}, "by_dtype": {}}
     for scheme in SCHEMES:
@@ -92,8 +95,9 @@ def wire_bytes() -> dict:
         target, shardings = abstract_train_state(model, (jnp.zeros((1, cfg.model.max_len), jnp.int32),), opt, (),
                                                  mesh, grad_comm=grad_comm)
         batch = {k: jax.ShapeDtypeStruct((cfg.global_batch, cfg.model.max_len), jnp.int32) for k in ("inputs", "targets")}
-        step = jit_train_step(make_train_step(model, opt, learning_rate_schedule(cfg.optim, cfg.steps), (), mesh,
-                                              grad_comm=grad_comm), shardings, batch, mesh)
+        step_fn = make_train_step(NextTokenLM(), model, opt, learning_rate_schedule(cfg.optim, cfg.steps), (), mesh,
+                                  grad_comm=grad_comm)
+        step = jit_train_step(step_fn, shardings, batch, mesh)
         with jax.set_mesh(mesh):
             text = step.lower(target, batch).compile().as_text()
         by_dtype = wire_bytes_by_dtype(collectives(text, mesh), {"data"})
@@ -112,9 +116,9 @@ def wire_bytes() -> dict:
 
 def allreduce_worker(size: int, repeats: int) -> None:
     """One of the 2 processes: time each scheme's mean all-reduce; process 0 prints JSON."""
-    from holo_jax.parallel import distributed
+    from holo_jax.runtime import initialize
 
-    distributed.initialize()
+    initialize()
     import jax
     import numpy as np
     from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
@@ -236,11 +240,21 @@ def final_loss(steps: int, out_dir: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for name, (scheme, error_feedback) in RUNS.items():
             t0 = time.perf_counter()
-            train(_pretrain_config(scheme, error_feedback, steps), Path(tmp) / name)
+            result = train(_pretrain_config(scheme, error_feedback, steps), Path(tmp) / name)
             seconds[name] = time.perf_counter() - t0
+            if result.stopped_early:
+                # train() saves and returns on SIGTERM/SIGINT as for a preemption; the losses of a
+                # cut-short run are not comparable with the others', so report nothing.
+                raise HoloError(f"the {name} convergence run stopped early at step {result.final_step} of {steps} "
+                                f"({result.reason}), so there is no final loss to compare; rerun with --parts "
+                                f"loss to measure it")
             rows = read_jsonl(Path(tmp) / name / "metrics.jsonl")
             curves[name] = [(r["step"], r["loss"]) for r in rows]
-            evals[name] = next(r["eval_loss"] for r in reversed(rows) if "eval_loss" in r)
+            last_eval = next((r["eval_loss"] for r in reversed(rows) if "eval_loss" in r), None)
+            if last_eval is None or not curves[name]:
+                raise HoloError(f"the {name} convergence run wrote no {'eval' if curves[name] else 'train'} loss "
+                                f"to {Path(tmp) / name / 'metrics.jsonl'}; nothing to compare")
+            evals[name] = last_eval
     final = {name: curve[-1][1] for name, curve in curves.items()}
     png = _plot(curves, out_dir / "loss_curves.png")
     return {"loss": final, "eval_loss": evals, "ratio_vs_fp32": {n: v / final["fp32"] for n, v in final.items()},
@@ -269,7 +283,25 @@ def _plot(curves: dict, path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------ main
 
+PARTS = ("wire", "allreduce", "loss")
 
+
+def _items(csv: str) -> list[str]:
+    return [item for item in csv.split(",") if item]
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject settings that cannot produce a figure, in one sentence each, before any work."""
+    for flag, value in (("--repeats", args.repeats), ("--size", args.size), ("--steps", args.steps)):
+        if value < 1:
+            raise HoloError(f"{flag} must be at least 1, got {value}")
+    for flag, given, known in (("--parts", args.parts, PARTS), ("--links", args.links, tuple(LINKS))):
+        unknown = [item for item in _items(given) if item not in known]
+        if unknown or not _items(given):
+            raise HoloError(f"{flag} takes a comma-separated subset of {','.join(known)}, got {given!r}")
+
+
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.bench_comm", description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object (the default output is indented)")
@@ -281,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", type=Path, default=Path("runs/bench_comm"), help="where the loss-curve PNG goes")
     p.add_argument("--allreduce-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    check_args(args)
     if args.allreduce_worker:
         allreduce_worker(args.size, args.repeats)
         return 0
@@ -293,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import jax
 
-    parts = set(args.parts.split(","))
+    parts = set(_items(args.parts))
     result: dict = {"machine": {"cpus": os.cpu_count(), "jax": jax.__version__, "devices": jax.device_count()},
                     "block_size": BLOCK_SIZE}
     if "wire" in parts:
@@ -301,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         result["wire_bytes"] = wire.pop("bytes")
         result["wire_bytes_detail"] = wire
     if "allreduce" in parts:
-        timing = allreduce_seconds(args.size, args.repeats, [link for link in args.links.split(",") if link])
+        timing = allreduce_seconds(args.size, args.repeats, _items(args.links))
         result["allreduce_seconds"] = timing.pop("seconds")
         result["allreduce_seconds_fresh_output"] = timing.pop("fresh_output_seconds")
         result["allreduce_detail"] = {"size": args.size, "repeats": args.repeats, **timing}

@@ -20,6 +20,8 @@ import statistics
 import sys
 import time
 
+from holo_jax.errors import HoloError, exit_on_user_error
+
 
 def bench_config():
     from holo_jax.config import MeshConfig, ModelConfig, OptimConfig, TrainConfig
@@ -42,6 +44,23 @@ def bench_config():
 def model_flops_per_token(model_cfg, param_count_non_embedding: int) -> float:
     """6N for forward+backward matmuls, plus attention scores and values: 12 * L * d * T."""
     return 6.0 * param_count_non_embedding + 12.0 * model_cfg.n_layers * model_cfg.d_model * model_cfg.max_len
+
+
+def matmul_params(model_cfg, params) -> int:
+    """Parameters that multiply activations: all but the token and position lookups, plus, with
+    tied embeddings, the output projection (the embedding used once more, as a matmul; an untied
+    `lm_head` is among the parameters already)."""
+    from holo_jax.train.state import count_params
+
+    decoder = params["decoder"]
+    lookups = decoder["embedding"].size + decoder["position_embedding"].size
+    tied_head = model_cfg.padded_vocab * model_cfg.d_model if model_cfg.tie_embeddings else 0
+    return count_params(params) - lookups + tied_head
+
+
+def flops_per_step(cfg, params) -> float:
+    """Model FLOPs of one train step of `cfg` (see the module docstring)."""
+    return model_flops_per_token(cfg.model, matmul_params(cfg.model, params)) * cfg.global_batch * cfg.model.max_len
 
 
 def make_matmul_probe(n: int = 2048):
@@ -72,6 +91,7 @@ def run(cfg, repeats: int, warmup: int = 2, peak_flops: float | None = None) -> 
     from holo_jax.train.optimizer import learning_rate_schedule, make_optimizer
     from holo_jax.train.state import count_params, init_train_state
     from holo_jax.train.step import jit_train_step, make_train_step
+    from holo_jax.train.tasks import NextTokenLM
 
     devices = jax.devices()[:1]
     mesh = build_mesh(cfg.mesh, cfg.model, devices)
@@ -83,15 +103,13 @@ def run(cfg, repeats: int, warmup: int = 2, peak_flops: float | None = None) -> 
     tokens = rng.integers(0, cfg.model.vocab_size, (b, t + 1)).astype(np.int32)
     batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])}
     step = jit_train_step(
-        make_train_step(model, optimizer, learning_rate_schedule(cfg.optim, cfg.steps), (), mesh, cfg.microbatches),
+        make_train_step(NextTokenLM(), model, optimizer, learning_rate_schedule(cfg.optim, cfg.steps), (), mesh,
+                        cfg.microbatches),
         shardings, batch, mesh,
     )
-    params = state.params["decoder"]
     total = count_params(state.params)
-    # Non-embedding parameters, plus the output projection (the tied embedding used as a matmul).
-    lookups = params["embedding"].size + params["position_embedding"].size
-    n_matmul = total - lookups + cfg.model.padded_vocab * cfg.model.d_model
-    flops_per_step = model_flops_per_token(cfg.model, n_matmul) * b * t
+    n_matmul = matmul_params(cfg.model, state.params)
+    step_flops = flops_per_step(cfg, state.params)
 
     def one_step():
         nonlocal state, metrics
@@ -120,19 +138,20 @@ def run(cfg, repeats: int, warmup: int = 2, peak_flops: float | None = None) -> 
         "compute_dtype": cfg.model.compute_dtype,
         "remat": cfg.model.remat,
         "scan_layers": cfg.model.scan_layers,
-        "flops_per_step": flops_per_step,
+        "flops_per_step": step_flops,
         "step_seconds": step_seconds,
         "step_seconds_all": times,
         "tokens_per_second": b * t / step_seconds,
         "matmul_flops_per_second": rate,
-        "model_flops_per_second": flops_per_step / step_seconds,
-        "mfu": flops_per_step / step_seconds / peak,
+        "model_flops_per_second": step_flops / step_seconds,
+        "mfu": step_flops / step_seconds / peak,
         "peak_flops_source": "datasheet (--peak-flops)" if peak_flops else "measured fp32 2048^3 matmul",
         "repeats": repeats,
         "final_loss": float(metrics["loss"]),
     }
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.bench_step")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -140,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peak-flops", type=float, help="device peak FLOP/s (e.g. 312e12 for A100 bf16)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
+    if args.repeats < 1:  # before JAX starts: statistics.median([]) would fail after the work
+        raise HoloError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.peak_flops is not None and not (args.peak_flops > 0 and args.peak_flops != float("inf")):
+        raise HoloError(f"--peak-flops must be a positive number of FLOP/s, got {args.peak_flops}")
     from holo_jax.config import override
 
     cfg = override(bench_config(), args.set)
@@ -154,6 +177,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from holo_jax.errors import exit_on_user_error
-
-    sys.exit(exit_on_user_error(main)())
+    sys.exit(main())

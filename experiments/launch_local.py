@@ -8,20 +8,33 @@ starts `python -m experiments.pretrain --workdir /tmp/run --steps 20` P times wi
     HOLO_COORDINATOR=127.0.0.1:<free port>  HOLO_NUM_PROCESSES=P  HOLO_PROCESS_ID=i
     JAX_PLATFORMS=cpu  XLA_FLAGS=... --xla_force_host_platform_device_count=D
 
-The launched module must call `holo_jax.parallel.distributed.initialize()` before it
-touches JAX; that call reads the variables above and joins the P processes over loopback
-with gloo CPU collectives. Output lines are prefixed with `[p<i>]` (stdout to stdout,
-stderr to stderr). If a process exits non-zero the others get SIGTERM (SIGKILL after the
-grace period) and the launcher exits with the failed process's status. SIGINT or SIGTERM to
-the launcher is forwarded as SIGTERM, the processes get the grace period to finish (e.g. a
-checkpoint), and the launcher exits with 128 + the signal number; `--timeout` does the same
-and exits with 124.
+The launched module must call `holo_jax.runtime.initialize()` before it touches JAX; that
+call reads the variables above and joins the P processes over loopback with gloo CPU
+collectives. Output lines are prefixed with `[p<i>]` (stdout to stdout, stderr to stderr).
+
+Stopping:
+
+- a process that exits non-zero or is killed by a signal is named in one line on stderr
+  (`process 1 (pid 4242) was killed by SIGKILL; ...`); the others get SIGTERM (SIGKILL after
+  the grace period) and the launcher exits with the failed process's status (128 + N for
+  signal N, as a shell reports it);
+- SIGINT or SIGTERM to the launcher is forwarded as SIGTERM, the processes get the grace
+  period to finish (e.g. a checkpoint), and the launcher exits with 128 + the signal number;
+- `--timeout` (default 2 hours, so a hung collective cannot hold a machine forever; 0 means
+  no limit) does the same and exits with 124;
+- if the launcher itself dies without a chance to clean up (SIGKILL, the OOM killer), the
+  kernel kills the processes too: each one asks for SIGKILL on its parent's death
+  (`prctl(PR_SET_PDEATHSIG)`). That is Linux-only; elsewhere (macOS) a SIGKILLed launcher
+  leaves its processes running, and since each leads its own process group they are stopped
+  with `kill -- -<pid>` of each.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import importlib.util
+import math
 import os
 import re
 import signal
@@ -30,14 +43,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import IO
 
 from holo_jax.errors import HoloError, exit_on_user_error
-from holo_jax.parallel.distributed import HOLO_COORDINATOR, HOLO_NUM_PROCESSES, HOLO_PROCESS_ID
+from holo_jax.runtime.scheduler_env import HOLO_COORDINATOR, HOLO_NUM_PROCESSES, HOLO_PROCESS_ID
 
 DEFAULT_GRACE_S = 30.0
+DEFAULT_TIMEOUT_S = 2 * 3600.0  # longer than any local run we make, short enough to free a hung box
 TIMEOUT_EXIT_STATUS = 124  # as coreutils `timeout`
 _POLL_S = 0.05
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
@@ -60,6 +74,46 @@ def _free_port() -> int:
 def _exit_status(returncode: int) -> int:
     """Popen's -N (killed by signal N) as the shell reports it, 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def _how_it_ended(returncode: int) -> str:
+    """`exited with status 3` or `was killed by SIGKILL`, from Popen's returncode."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:  # a real-time signal has no name
+        name = f"signal {-returncode}"
+    return f"was killed by {name}"
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the child get SIGKILL when the launcher dies; None off Linux.
+
+    The libc lookup happens here, before fork: between fork and exec the child should do as
+    little as possible, since a `dlopen` there could deadlock on a lock that another thread of
+    the launcher held at fork time; calling the already-resolved `prctl` is a plain syscall.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    launcher = os.getpid()
+
+    def die_with_parent() -> None:
+        # The kernel sends the signal when the thread that forked us exits. That is the
+        # thread running launch(), which outlives the children (it waits for them).
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            # Without the guarantee the child could outlive us as an orphan: do not start it.
+            # (A raise here would surface as an opaque SubprocessError in the launcher.)
+            os.write(2, b"prctl(PR_SET_PDEATHSIG) failed, so the process was not started\n")
+            os._exit(127)
+        if os.getppid() != launcher:
+            os._exit(127)  # the launcher died before prctl took effect: nobody will stop us
+
+    return die_with_parent
 
 
 @dataclasses.dataclass
@@ -86,24 +140,28 @@ def _pump(source: IO[bytes], sink: IO[str], prefix: str, lock: threading.Lock) -
     source.close()
 
 
-def _start(index: int, module: str, args: Sequence[str], env: dict[str, str],
-           out: IO[str], err: IO[str], lock: threading.Lock) -> _Child:
+def _start(module: str, args: Sequence[str], env: dict[str, str],
+           preexec_fn: Callable[[], None] | None) -> _Child:
     proc = subprocess.Popen(
         [sys.executable, "-m", module, *args],
         env=env,
         stdin=subprocess.DEVNULL,  # P processes reading one terminal would steal each other's input
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,
+        start_new_session=True,  # runs before preexec_fn, so the death signal survives it
+        preexec_fn=preexec_fn,
     )
-    assert proc.stdout is not None and proc.stderr is not None
-    pumps = [
+    return _Child(proc, [])
+
+
+def _start_pumps(index: int, child: _Child, out: IO[str], err: IO[str], lock: threading.Lock) -> None:
+    assert child.proc.stdout is not None and child.proc.stderr is not None
+    child.pumps = [
         threading.Thread(target=_pump, args=(stream, sink, f"[p{index}] ", lock), daemon=True)
-        for stream, sink in ((proc.stdout, out), (proc.stderr, err))
+        for stream, sink in ((child.proc.stdout, out), (child.proc.stderr, err))
     ]
-    for pump in pumps:
+    for pump in child.pumps:
         pump.start()
-    return _Child(proc, pumps)
 
 
 def _stop(children: Sequence[_Child], grace_s: float) -> None:
@@ -126,7 +184,7 @@ def launch(
     module: str,
     args: Sequence[str] = (),
     *,
-    timeout: float | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
     env: Mapping[str, str] | None = None,
     port: int | None = None,
     grace_s: float = DEFAULT_GRACE_S,
@@ -134,8 +192,13 @@ def launch(
     """Run `python -m module *args` as `processes` joined JAX processes; return the exit status.
 
     `env` replaces the inherited environment (the launcher's variables are added to it);
-    `timeout` bounds the whole run in seconds. See the module docstring for the behaviour.
+    `timeout` bounds the whole run in seconds (None or 0: no limit). See the module docstring
+    for the behaviour.
     """
+    if timeout is not None and not (math.isfinite(timeout) and timeout >= 0):
+        raise HoloError(f"--timeout must be a number of seconds >= 0 (0 means no limit), got {timeout}")
+    if not (math.isfinite(grace_s) and grace_s >= 0):
+        raise HoloError(f"--grace must be a number of seconds >= 0, got {grace_s}")
     if processes < 1:
         raise HoloError(f"--processes must be at least 1, got {processes}")
     if devices_per_process < 1:
@@ -179,18 +242,26 @@ def launch(
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     children: list[_Child] = []
+    die_with_parent = _die_with_parent_hook()
     try:
         for index in range(processes):  # appended one by one so `finally` stops the ones started
-            children.append(_start(index, module, args, child_env(index), out, err, lock))
-        deadline = None if timeout is None else time.monotonic() + timeout
+            children.append(_start(module, args, child_env(index), die_with_parent))
+        # Output threads start only once every child is forked, so no fork happens while one of
+        # our threads might hold a lock (the children still run die_with_parent between fork
+        # and exec). Until then their output waits in the pipe buffers.
+        for index, child in enumerate(children):
+            _start_pumps(index, child, out, err, lock)
+        deadline = time.monotonic() + timeout if timeout else None
         while True:
             codes = [c.proc.poll() for c in children]
             failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
             if failed is not None:
-                status = _exit_status(codes[failed])
-                note(f"p{failed} exited with status {status}; stopping the other processes")
+                code = codes[failed]
+                assert code is not None
+                note(f"process {failed} (pid {children[failed].proc.pid}) {_how_it_ended(code)}; "
+                     f"stopping the other processes")
                 _stop(children, grace_s)
-                return status
+                return _exit_status(code)
             if all(code == 0 for code in codes):
                 return 0
             if received:
@@ -218,14 +289,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m experiments.launch_local",
         usage="%(prog)s --processes P --devices-per-process D [options] -- MODULE [ARGS...]",
         description="Run MODULE as P local JAX processes joined by jax.distributed (gloo CPU "
-                    "collectives). MODULE must call holo_jax.parallel.distributed.initialize().",
+                    "collectives). MODULE must call holo_jax.runtime.initialize().",
     )
     parser.add_argument("--processes", type=int, required=True, help="number of processes (P)")
     parser.add_argument("--devices-per-process", type=int, required=True,
                         help="simulated CPU devices per process (D)")
     parser.add_argument("--port", type=int, default=None, help="coordinator port (default: a free one)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="stop everything after this many seconds and exit with 124")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="stop everything after this many seconds and exit with 124; 0 means "
+                             "no limit (default: %(default)g, 2 hours)")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_S,
                         help="seconds the processes get after SIGTERM before SIGKILL "
                              "(default: %(default)s)")

@@ -13,8 +13,13 @@ import os
 import sys
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit status 2, like every other bad input
+        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m experiments.pretrain", description=__doc__.split("\n")[0])
+    p = _Parser(prog="python -m experiments.pretrain", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True, help="run directory: metrics, events, checkpoints")
     p.add_argument("--config", default="default", help="named config from experiments/configs/pretrain.py")
     p.add_argument("--steps", type=int, help="total length of the run (the LR schedule follows it)")
@@ -32,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imports after argument parsing so `--help` is instant.
     from holo_jax.config import override
     from holo_jax.errors import HoloError
-    from holo_jax.parallel.distributed import initialize
+    from holo_jax.runtime import initialize
     from holo_jax.train.loop import train
     from experiments.configs import pretrain as configs
 
@@ -44,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, steps=args.steps)
     if args.stop_after is not None and args.stop_after < 1:
         raise HoloError(f"--stop-after must be at least 1, got {args.stop_after}.")
+    cfg.check()  # train() checks again; here so a bad setting fails before anything else happens
     result = train(cfg, args.workdir, stop_after=args.stop_after)
+    if result.stopped_early:
+        print(f"stopped early at step {result.final_step} ({result.reason}); run the same command again to resume.",
+              file=sys.stderr, flush=True)
     print(json.dumps(dataclasses.asdict(result)), flush=True)
     return 0
 

@@ -6,6 +6,8 @@ from holo_jax.data.pipeline import STATE_KEYS, PackedBatches
 from holo_jax.data.sources import SOURCE_NAMES, EmbeddedSource, make_source
 from holo_jax.data.tfds_source import TFDS_DATASETS, TfdsSource
 from holo_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer, Tokenizer, make_tokenizer
+from holo_jax.data.examples import Example, ExampleSource, LocalExamplesSource
+from holo_jax.data.classification import CLASSIFICATION_STATE_KEYS, ClassificationBatches
 
 __all__ = [
     "SOURCE_NAMES",
@@ -25,4 +27,9 @@ __all__ = [
     "holdout_split",
     "make_source",
     "make_tokenizer",
+    "CLASSIFICATION_STATE_KEYS",
+    "ClassificationBatches",
+    "Example",
+    "ExampleSource",
+    "LocalExamplesSource",
 ]

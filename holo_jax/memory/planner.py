@@ -2,11 +2,12 @@
 
 JAX can say what a step will cost without running it: `jit(...).lower(...).compile()` gives
 `memory_analysis()` (argument, output, alias and temp bytes per device) and the optimised HLO,
-from which `hlo_flops` counts the FLOPs per device with loop bodies counted per iteration. The
-planner compiles the real train step (`holo_jax.train.step`, with the run's shardings and
-donation) for each candidate (policy x microbatch count) and takes the one with the least
+from which `holo_jax.hlo.hlo_flops` counts the FLOPs per device with loop bodies counted per
+iteration. The planner compiles the real train step, as the trainer jits it (its shardings and
+donation), for each candidate (policy x microbatch count) and takes the one with the least
 recompute that fits. The chosen executable is handed back, so the trainer does not compile the
-step a second time.
+step a second time. The step comes from a caller-supplied function, so this package depends on
+the model's policies and on nothing of the trainer's.
 
 Ranking: fewest FLOPs per step (recompute is what remat costs). Among candidates within 1% of
 the fewest, fewer microbatches win (larger matmuls, fewer weight all-gathers), then not
@@ -31,9 +32,8 @@ import jax
 from jax.sharding import Mesh
 
 from holo_jax.errors import HoloError
-from holo_jax.memory.hlo_flops import hlo_flops
-from holo_jax.memory.remat import AUTO, DEFAULT, OFFLOAD_POLICIES, REMAT_POLICIES, offload_is_measurable, remat_policy
-from holo_jax.train.step import jit_train_step
+from holo_jax.hlo import hlo_flops
+from holo_jax.model.remat import AUTO, DEFAULT, OFFLOAD_POLICIES, REMAT_POLICIES, offload_is_measurable, remat_policy
 
 PyTree = Any
 MiB = 2**20
@@ -88,25 +88,25 @@ class CandidateCost:
 class StepCompiler:
     """AOT-compiles the train step for a candidate, at most once per candidate.
 
-    `step_for(candidate)` returns the un-jitted pure step built with that policy and microbatch
-    count (`holo_jax.train.step.make_train_step`); it is jitted here exactly as the trainer jits
-    it (`jit_train_step`: the state's shardings, a row-sharded batch, the state donated).
-    `state` may hold arrays or ShapeDtypeStructs: only shapes and dtypes are used. Executables
+    `jitted_step_for(candidate)` returns the step built with that policy and microbatch count,
+    already wrapped in `jax.jit` exactly as the trainer runs it (in and out shardings, the state
+    donated): what it costs depends on those, so the planner must measure the same executable.
+    It is lowered here for `(state, example_batch)` under `jax.set_mesh(mesh)`; `state` and the
+    batch may hold arrays or ShapeDtypeStructs, as only shapes and dtypes are used. Executables
     are kept, so planning for several budgets, or training with the chosen one, compiles once."""
 
-    def __init__(self, step_for: Callable[[Candidate], Callable], *, mesh: Mesh, state: PyTree,
-                 state_shardings: PyTree, example_batch: dict[str, Any], max_workers: int | None = None):
-        self._step_for = step_for
+    def __init__(self, jitted_step_for: Callable[[Candidate], Any], *, mesh: Mesh, state: PyTree,
+                 example_batch: dict[str, Any], max_workers: int | None = None):
+        self._jitted_step_for = jitted_step_for
         self.mesh = mesh
-        self._state, self._state_shardings = state, state_shardings
+        self._state = state
         self._batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in example_batch.items()}
         self._max_workers = max_workers or os.cpu_count() or 1
         self._done: dict[Candidate, tuple[CandidateCost, jax.stages.Compiled]] = {}
 
     def _lower(self, c: Candidate) -> jax.stages.Lowered:
-        jitted = jit_train_step(self._step_for(c), self._state_shardings, self._batch, self.mesh)
         with jax.set_mesh(self.mesh):
-            return jitted.lower(self._state, self._batch)
+            return self._jitted_step_for(c).lower(self._state, self._batch)
 
     def costs(self, candidates: Sequence[Candidate]) -> list[CandidateCost]:
         """Compile what is not compiled yet and return the costs, in the order asked."""

@@ -1,5 +1,7 @@
-"""Models: the GPT decoder, its language-model head and task heads."""
+"""Models: the GPT decoder, its language-model head and task heads, and the remat policies that
+name the decoder's checkpoint tags."""
 from holo_jax.model.heads import SequenceClassifier
-from holo_jax.model.transformer import CHECKPOINT_NAMES, CausalLM, Decoder
+from holo_jax.model.remat import CHECKPOINT_NAMES, REMAT_POLICIES, remat_policy
+from holo_jax.model.transformer import CausalLM, Decoder
 
-__all__ = ["CHECKPOINT_NAMES", "CausalLM", "Decoder", "SequenceClassifier"]
+__all__ = ["CHECKPOINT_NAMES", "REMAT_POLICIES", "CausalLM", "Decoder", "SequenceClassifier", "remat_policy"]

@@ -24,12 +24,9 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from holo_jax.config import ModelConfig
-from holo_jax.memory.remat import remat_policy
+from holo_jax.model.remat import remat_policy
 
 Array = jax.Array
-
-# Names the remat policies in holo_jax.memory.remat refer to.
-CHECKPOINT_NAMES = ("query_proj", "key_proj", "value_proj", "attention_out", "mlp_hidden", "mlp_out")
 
 
 def _dense_init(scale: float = 1.0, in_axis: int | tuple[int, ...] = 0):

@@ -3,11 +3,9 @@ communication-efficient gradient aggregation (quantized all-reduce with error fe
 from holo_jax.parallel.collectives import (
     hierarchical_quantized_pmean, pmean_error_bound, quantized_pmean, quantized_psum, two_phase_pmean,
 )
-from holo_jax.parallel.data_parallel import (
-    ExactMean, GradComm, GradCommPlan, QuantizedMean, QuantizedMeanState, make_grad_comm, plan_grad_comm,
-    resolve_grad_comm,
-)
-from holo_jax.parallel.grad_comm import QuantizedGradientMeanState, quantized_gradient_mean
+from holo_jax.parallel.grad_comm import ExactMean, GradComm, QuantizedMean, QuantizedMeanState
+from holo_jax.parallel.grad_comm_plan import GradCommPlan, make_grad_comm, plan_grad_comm, resolve_grad_comm
+from holo_jax.parallel.quantized_gradient_mean import QuantizedGradientMeanState, quantized_gradient_mean
 from holo_jax.parallel.mesh import build_mesh, cross_process_axes
 from holo_jax.parallel.quantize import Codec
 from holo_jax.parallel.rules import LOGICAL_AXIS_RULES, MESH_AXES, batch_sharding, logical_to_sharding

@@ -105,30 +105,3 @@ def build_mesh(
         devices = [devices[i] for i in device_order]
     grid = np.asarray(devices, dtype=object).reshape(sizes)
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
-
-
-def _sizes_left_at_defaults(cfg: MeshConfig) -> bool:
-    default = MeshConfig()
-    return (cfg.data, cfg.fsdp, cfg.tensor) == (default.data, default.fsdp, default.tensor)
-
-
-def mesh_for_run(cfg: MeshConfig, model: ModelConfig, global_batch: int, microbatches: int = 1,
-                 devices: Sequence[jax.Device] | None = None, grad_comm_scheme: str = "fp32"
-                 ) -> tuple[Mesh, dict | None]:
-    """The run's mesh and, when the topology planner chose it, the plan (for the event log).
-
-    `plan="auto"` with untouched sizes asks the planner: it detects the topology (NVML,
-    `nvidia-smi topo -m`, sysfs InfiniBand, jax devices; CPU devices form one island per process)
-    and picks the fastest feasible data x fsdp x tensor split and device order. It prices the
-    data-axis gradient reduction under `grad_comm_scheme` (the run's `grad_comm.scheme`), the
-    one that will run: the planner does not switch a run's scheme behind its back."""
-    if cfg.plan not in ("auto", "manual"):
-        raise HoloError(f"mesh.plan must be auto or manual, got `{cfg.plan}`.")
-    devices = order_devices(devices if devices is not None else jax.devices())
-    if cfg.plan == "manual" or not _sizes_left_at_defaults(cfg):
-        return build_mesh(cfg, model, devices), None
-    from holo_jax.topology import detect, plan  # topology probes are only needed here
-
-    chosen = plan(detect().topology, model, global_batch, microbatches=microbatches, grad_comm=(grad_comm_scheme,))
-    sizes = MeshConfig(**chosen.axis_sizes, plan="manual")
-    return build_mesh(sizes, model, devices, chosen.device_order), chosen.to_dict()

@@ -10,6 +10,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+from holo_jax.topology import serialize
 from holo_jax.topology.probes import ProbeUnavailable
 
 SYSFS_ROOT = Path("/sys/class/infiniband")
@@ -66,7 +67,11 @@ def adapters(ports: list[Port]) -> dict[str, tuple[float | None, str | None, str
 
 
 def _read(path: Path) -> str | None:
+    """The stripped text of one sysfs attribute; None if it cannot be read (a missing
+    attribute is normal: older drivers lack `link_layer`). Undecodable bytes are an error,
+    not "unknown": they mean the directory is not what it claims to be."""
     try:
-        return path.read_text().strip() or None
+        data = path.read_bytes()
     except OSError:
         return None
+    return serialize.decode_text(data, f"InfiniBand attribute file {path}").strip() or None

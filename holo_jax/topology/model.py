@@ -162,10 +162,7 @@ class Topology:
     def load(cls, path: str | Path) -> "Topology":
         """Read a topology from JSON (or YAML, by extension) as written by `save`."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise HoloError(f"cannot read topology file {path}: {e.strerror}.") from None
+        text = serialize.read_text(path, "topology file")
         return cls.from_dict(serialize.parse_text(text, path), where=str(path))
 
 

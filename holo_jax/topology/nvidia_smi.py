@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from holo_jax.errors import HoloError
+from holo_jax.topology import serialize
 from holo_jax.topology.model import PATH_RANK, DeviceSpec, Gpu, Nic, Topology, nearest_nics
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -81,11 +82,8 @@ def parse(text: str, *, source: str = "nvidia-smi topo -m", host: str = "localho
 
 def parse_file(path: str | Path) -> Topology:
     path = Path(path)
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as e:
-        raise HoloError(f"cannot read {path}: {e.strerror}.") from None
-    return parse(text, source=str(path))
+    # Strictly decoded: a replacement character in a NIC name would silently give a wrong NIC.
+    return parse(serialize.read_text(path, "`nvidia-smi topo -m` file"), source=str(path))
 
 
 def _clean(raw: str) -> str:
@@ -174,6 +172,11 @@ def _nic_legend(lines: list[_Line], labels: list[str], source: str) -> dict[str,
                 f"(truncated header?)."
             )
         legend[label] = name
+    unnamed = [lab for lab in labels if _NIC_LABEL.match(lab) and lab not in legend]
+    if legend and unnamed:
+        # nvidia-smi names every NIC# column in its legend, so a partial legend is a cut-off paste.
+        raise HoloError(f"{source}: the NIC legend does not name {', '.join(unnamed)} (truncated input?); paste the "
+                        f"whole `nvidia-smi topo -m` output.")
     return legend
 
 

@@ -3,8 +3,9 @@
 Every factorisation of the devices into data x fsdp x tensor is tried, each axis split into a
 within-host and an across-host part, with two device orders per host (device-id order, and an
 NVLink path that walks each island along its strongest links). Each candidate gets a predicted
-step time (compute plus the alpha-beta cost of its collectives, not overlapped) and a memory
-estimate; infeasible ones (memory, divisibility) are dropped and the fastest survivor wins.
+step time (compute plus the alpha-beta cost of its collectives, run one after another unless
+`CostParams.overlap_grad_comm` hides the data axis's gradient reduction under the backward
+pass) and a memory estimate; infeasible ones (memory, divisibility) are dropped and the fastest survivor wins.
 Each candidate also gets the gradient-communication scheme (`grad_comm.scheme` of the trainer)
 that makes it fastest among the ones the caller allows (`Workload.grad_comm`): the exact fp32
 all-reduce, or holo_jax's two-phase bf16/int8/int4 all-reduce with error feedback over the
@@ -44,6 +45,14 @@ class CostParams:
     # JAX preallocates 75% of GPU memory for its allocator by default
     # (XLA_PYTHON_CLIENT_MEM_FRACTION); that is the budget a plan must fit.
     memory_fraction: float = 0.75
+    # Hide the data axis's gradient reduction under the backward pass, as PyTorch DDP's buckets
+    # do: each layer's gradients are reduced while earlier layers' backward runs, so only what
+    # outlasts the last microbatch's backward (and at least the last bucket, the embeddings')
+    # stays on the step. Off by default: holo_jax reduces the gradient tree after the backward
+    # pass, as Megatron-LM did in the runs of the calibration table (its --overlap-grad-reduce
+    # came later). Codec passes stay exposed either way (they compete with the backward for HBM
+    # bandwidth).
+    overlap_grad_comm: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +96,15 @@ class StepEstimate:
     # "encode_decode" on the GPU, the float32 "island_reduce_scatter" / "island_all_gather" of a
     # hierarchical reduction. Empty for fp32.
     grad_comm_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Seconds of the data axis's reduction hidden under the backward pass (0 unless
+    # CostParams.overlap_grad_comm).
+    hidden_s: float = 0.0
 
     @property
     def step_s(self) -> float:
-        # Nothing overlaps: compute, every collective and the codec run one after another.
-        return (self.compute_s or 0.0) + sum(self.comm_s.values()) + sum(self.grad_comm_s.values())
+        # Compute, every collective and the codec run one after another, less what is hidden.
+        return ((self.compute_s or 0.0) + sum(self.comm_s.values()) + sum(self.grad_comm_s.values())
+                - self.hidden_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +152,7 @@ class MeshPlan:
             "predicted_comm_seconds": est.comm_s,
             "comm_link": est.comm_link,
             "predicted_grad_comm_seconds": est.grad_comm_s,
+            "predicted_hidden_grad_comm_seconds": est.hidden_s,
             "memory_bytes": {**dataclasses.asdict(est.memory), "total": est.memory.total},
             "memory_budget_bytes": est.memory_budget_bytes,
             "why": self.why,
@@ -235,7 +249,8 @@ def evaluate_order(
         memory = wl.memory_per_device(work.model, work.global_batch, work.seq_len, *(sizes[a] for a in AXES),
                                       work.microbatches)
         memory = dataclasses.replace(memory, grad_comm=extra_bytes)
-        estimate = StepEstimate(compute, {**comm_s, "data": data_s}, comm_link, memory, budget, extra_s)
+        hidden = _hidden_grad_comm_s(work, compute, data_s, extra_s) if params.overlap_grad_comm else 0.0
+        estimate = StepEstimate(compute, {**comm_s, "data": data_s}, comm_link, memory, budget, extra_s, hidden)
         tried.append((scheme, estimate, tuple(_problems(work, sizes, estimate))))
     # The fastest scheme that fits; on a tie the earlier (fp32 first: exact beats approximate).
     scheme, estimate, problems = min(tried, key=lambda t: (bool(t[2]), t[1].step_s))
@@ -380,6 +395,19 @@ def _grad_comm(links: LinkModel, work: Workload, sizes: dict[str, int], mesh: np
     if hbm_gbyte_s:
         extra["encode_decode"] = gw.codec_hbm_bytes(shard, scheme, across) / (hbm_gbyte_s * 1e9)
     return wire, extra, gw.quantized_memory_bytes(shard, scheme, across, island)
+
+
+def _hidden_grad_comm_s(work: Workload, compute_s: float | None, data_s: float,
+                        extra_s: dict[str, float]) -> float:
+    """Seconds of the data-axis reduction (wire plus island collectives, not the codec) that run
+    under the backward pass of the last microbatch (earlier microbatches only accumulate)."""
+    reduce_s = data_s + extra_s.get("island_reduce_scatter", 0.0) + extra_s.get("island_all_gather", 0.0)
+    if not compute_s or not reduce_s:
+        return 0.0
+    passes = 3 if work.model.remat == "none" else 4  # as workload.step_flops counts them
+    backward_s = compute_s * (passes - 1) / passes / work.microbatches
+    last_bucket_s = reduce_s / (work.model.n_layers + 1)  # reduced after the backward has ended
+    return max(0.0, min(reduce_s - last_bucket_s, backward_s))
 
 
 def _problems(work: Workload, sizes: dict[str, int], est: StepEstimate):

@@ -1,18 +1,53 @@
 """Build the topology dataclasses from parsed JSON/YAML, checking every field's type.
 
 A hand-edited topology file is user input: a wrong type or an unknown key must come back as
-one sentence naming the field, not as a TypeError deep inside the planner.
+one sentence naming the field, not as a TypeError deep inside the planner. The same holds for
+the bytes under it (`read_text`): every topology input, JSON/YAML or pasted `nvidia-smi topo -m`,
+is read through one decoder so that a binary or mis-encoded file is one sentence too.
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 from holo_jax.errors import HoloError
+
+
+# Encodings a text file announces with a byte-order mark. Windows PowerShell's `>` writes
+# UTF-16LE with a BOM, so `nvidia-smi topo -m > topo.txt` there gives one of these.
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def decode_text(data: bytes, where: str) -> str:
+    """`data` as text: UTF-8, or the UTF-8/UTF-16 its byte-order mark names; HoloError otherwise."""
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise HoloError(f"{where} is not {encoding.removesuffix('-sig').upper()} text (byte 0x{data[e.start]:02x} "
+                        f"at line {line} cannot be decoded); save it as UTF-8 text, e.g. with "
+                        f"`iconv -t utf-8`.") from None
+    if "\0" in text:  # valid UTF-8, but no text file holds NULs: binary, or UTF-16 without a BOM
+        line = text[:text.index("\0")].count("\n") + 1
+        raise HoloError(f"{where} holds a NUL byte at line {line}, so it is not a text file (UTF-16 without a "
+                        f"byte-order mark?); save it as UTF-8 text.")
+    return text
+
+
+def read_text(path: Path, what: str) -> str:
+    """The text of the file `path` (a `what`, for the error sentence), decoded by `decode_text`."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise HoloError(f"cannot read {what} {path}: {e.strerror}.") from None
+    return decode_text(data, f"{what} {path}")
 
 
 def parse_text(text: str, path: Path) -> Any:
@@ -29,6 +64,8 @@ def parse_text(text: str, path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise HoloError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from None
+    except RecursionError:  # json recurses once per nesting level; no topology nests deeply
+        raise HoloError(f"{path} nests its JSON too deeply to be a topology file.") from None
 
 
 def build(tp: Any, value: Any, where: str) -> Any:
@@ -56,8 +93,9 @@ def build(tp: Any, value: Any, where: str) -> Any:
             raise HoloError(f"{where} must be an object.")
         return {build(key_tp, k, where): build(value_tp, v, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise HoloError(f"{where} must be a number, got {value!r}.")
+        # Python's json reads NaN and Infinity, which are not JSON and no figure may be.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise HoloError(f"{where} must be a finite number, got {value!r}.")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

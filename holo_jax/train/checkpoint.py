@@ -34,6 +34,7 @@ class Checkpointer:
             create=True,
         )
         self._failed_restore = False
+        self._redirect: _Redirect | None = None
         self._uncommitted: list[int] = []  # saves started whose files may not all be on disk yet
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
 
@@ -84,13 +85,23 @@ class Checkpointer:
                 )
         except Exception as e:  # orbax raises many types (ValueError, FileNotFoundError, tensorstore errors)
             # Leave the manager open: reads still in flight call back into orbax's event loop.
-            self._failed_restore = True
+            # Their late tracebacks keep going to the log until `close()` gives stderr back.
+            self._failed_restore, self._redirect = True, redirect
             reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            error = HoloError(
-                f"the checkpoint for step {step} in {self.directory} cannot be restored ({reason}); "
-                f"if it is damaged, move that step's directory aside to resume from the previous checkpoint "
-                f"(steps present: {self.all_steps()}), or use a new --workdir (details: {log})."
-            )
+            if "shape" in str(e).lower():
+                # The resume check compared the whole config, so the arrays can only differ if the
+                # run record (config.json) does not describe this checkpoint, or the code changed.
+                error = HoloError(
+                    f"the checkpoint for step {step} in {self.directory} holds arrays of other shapes than this "
+                    f"run builds ({reason}); it was written with other model, task or stage settings than "
+                    f"config.json records, or by other code: resume with the settings it was written with, "
+                    f"or use a new --workdir (details: {log}).")
+            else:
+                error = HoloError(
+                    f"the checkpoint for step {step} in {self.directory} cannot be restored ({reason}); "
+                    f"if it is damaged, move that step's directory aside to resume from the previous checkpoint "
+                    f"(steps present: {self.all_steps()}), or use a new --workdir (details: {log})."
+                )
             error.print_to = redirect.original
             raise error from e
         return restored["state"], restored["data"]
@@ -102,10 +113,24 @@ class Checkpointer:
     def close(self) -> None:
         if not self._failed_restore:
             self._manager.close()
+        elif self._redirect is not None:
+            # A library or notebook caller gets its stderr back once the trainer returns.
+            self._redirect.restore()
+            self._redirect = None
 
 
 class _Redirect:
     original: TextIO | None = None  # the stderr from before, once the block has raised
+    saved_fd: int | None = None
+
+    def restore(self) -> None:
+        """Point fd 2 back at the stderr from before (after a block that raised)."""
+        if self.saved_fd is None:
+            return
+        sys.stderr.flush()
+        os.dup2(self.saved_fd, 2)
+        os.close(self.saved_fd)
+        self.saved_fd = None
 
 
 @contextlib.contextmanager
@@ -123,7 +148,8 @@ def _stderr_to(path: Path) -> Iterator[_Redirect]:
     try:
         yield redirect
     except BaseException:
-        redirect.original = os.fdopen(saved, "w", buffering=1)
+        redirect.saved_fd = saved
+        redirect.original = os.fdopen(os.dup(saved), "w", buffering=1)
         raise
     sys.stderr.flush()
     os.dup2(saved, 2)

@@ -1,48 +1,49 @@
-"""The host side of training: data in, the jitted step, metrics, checkpoints, events, signals.
+"""The host side of training: data in, the jitted step, sinks, checkpoints, evaluation, signals.
 
-`train(cfg, workdir)` runs or resumes a run in `workdir`:
-  - a new workdir records the resolved config; an existing one must hold the same model, batch
-    and data settings (a silent mix of two runs is worse than an error) and resumes from its
-    latest checkpoint, input-pipeline position included, so the resumed run sees exactly the
-    batches and random numbers the uninterrupted run would have;
-  - metrics of step s are read back while step s+1 is already dispatched, so logging every step
-    does not stall the devices;
-  - SIGTERM/SIGINT or `stop_after` save at the next step boundary and return cleanly.
+`train(cfg, workdir)` runs or resumes the run in `workdir`, built from the task and stages the
+config names:
+  - the whole config is checked before anything else, and a workdir that holds another run is
+    refused before anything in it changes (holo_jax.train.run_config);
+  - everything the run will need (train and validation data, tokenizer, mesh) is opened before
+    step 1, so a bad setting fails in the first seconds and never after hours of training;
+  - a resumed run continues from the latest checkpoint, input-pipeline position included, so it
+    sees exactly the batches and random numbers the uninterrupted run would have, and the logs
+    are rewound to that step, so no step is logged twice;
+  - metrics (and stage emits that are due) of step s are read back while step s+1 is already
+    dispatched, so logging every step does not stall the devices;
+  - at a checkpoint step the logs are made durable, the save starts, and only then does the
+    evaluation run: a failure in evaluation never loses training;
+  - SIGTERM/SIGINT or `stop_after` save at the next step boundary and return cleanly; a run of
+    `optim.max_consecutive_skips` non-finite steps saves the last good state and stops with an error.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from holo_jax.config import TrainConfig
-from holo_jax.data import PackedBatches, make_source, make_tokenizer
+from holo_jax.data import make_tokenizer
 from holo_jax.errors import HoloError
 from holo_jax.memory import AUTO, StepCompiler, candidate_policies, microbatch_options, plan_remat, resolve_remat
-from holo_jax.model import CausalLM
-from holo_jax.parallel.data_parallel import make_grad_comm, resolve_grad_comm
-from holo_jax.parallel.mesh import mesh_for_run
+from holo_jax.parallel.grad_comm_plan import make_grad_comm, resolve_grad_comm
 from holo_jax.parallel.rules import batch_sharding, data_parallel_size
 from holo_jax.train.checkpoint import Checkpointer
-from holo_jax.train.events import EventLog
-from holo_jax.train.metrics_log import MetricsLog, plot_loss_curve
 from holo_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from holo_jax.train.preemption import PreemptionGuard
-from holo_jax.train.stages import Stage
+from holo_jax.train.progress import Progress
+from holo_jax.train.run_config import plan_resume, write_record
+from holo_jax.train.setup import check_batch_layout, local_rows, mesh_for_run, process_rows, to_global
+from holo_jax.train.sinks import CompositeSink, EmittedJsonl, EventsJsonl, MetricsJsonl, Sink, TensorBoard
+from holo_jax.train.stages import build_stages
 from holo_jax.train.state import abstract_train_state, count_params, init_train_state
-from holo_jax.train.step import jit_train_step, make_eval_step, make_train_step
-
-# Settings that must not change when a run resumes: they change what the checkpoint means
-# (`grad_comm` decides whether the state holds error-feedback residuals, and their shapes).
-_RESUME_INVARIANT_KEYS = ("model", "global_batch", "data", "seed", "grad_comm")
+from holo_jax.train.step import jit_train_step, make_eval_step, make_train_step, pooled
+from holo_jax.train.tasks import make_task
 
 
 @dataclasses.dataclass
@@ -51,67 +52,6 @@ class RunResult:
     stopped_early: bool
     reason: str  # "completed" | "stop_after" | "SIGTERM" | "SIGINT"
     last_loss: float | None
-
-
-def check_batch_layout(cfg: TrainConfig, dp: int) -> None:
-    b, m = cfg.global_batch, cfg.microbatches
-    if m < 1 or b % m:
-        raise HoloError(f"global_batch={b} is not divisible by microbatches={m}; choose a divisor of {b}.")
-    if (b // m) % dp:
-        raise HoloError(
-            f"each microbatch has {b // m} rows, which the {dp} data-parallel devices (data x fsdp) cannot "
-            f"share evenly; make global_batch / microbatches a multiple of {dp}."
-        )
-
-
-def process_rows(sharding: jax.sharding.Sharding, global_rows: int, seq_len: int) -> tuple[int, int]:
-    """This process's contiguous share of the batch rows as (shard index, shard count).
-
-    Rows are laid out by the batch sharding; when the batch is replicated across processes
-    (e.g. a tensor axis spanning hosts) several processes share the same rows."""
-    slices = [idx[0] for idx in sharding.addressable_devices_indices_map((global_rows, seq_len)).values()]
-    start = min(s.start or 0 for s in slices)
-    stop = max(global_rows if s.stop is None else s.stop for s in slices)
-    rows = stop - start
-    if global_rows % rows or start % rows:
-        raise HoloError(
-            f"this process holds batch rows {start}..{stop}, which is not an even share of {global_rows}; "
-            "use a mesh whose data-parallel axes are laid out by process."
-        )
-    return start // rows, global_rows // rows
-
-
-def to_global(local: dict[str, np.ndarray], sharding_for, global_rows: int) -> dict[str, jax.Array]:
-    return {
-        k: jax.make_array_from_process_local_data(sharding_for(v.ndim), v, (global_rows, *v.shape[1:]))
-        for k, v in local.items()
-    }
-
-
-def local_rows(x: jax.Array) -> np.ndarray:
-    """This process's rows of a row-sharded global array, in row order."""
-    shards = {}
-    for s in x.addressable_shards:
-        shards.setdefault(s.index[0].start or 0, np.asarray(s.data))
-    return np.concatenate([shards[k] for k in sorted(shards)], axis=0)
-
-
-def _check_resume_config(workdir: Path, cfg: TrainConfig) -> None:
-    path = workdir / "config.json"
-    resolved = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as read back from disk
-    if path.exists():
-        saved = json.loads(path.read_text())
-        for key in _RESUME_INVARIANT_KEYS:
-            if saved.get(key) != resolved[key]:
-                raise HoloError(
-                    f"{workdir} holds a run with a different `{key}` setting ({saved.get(key)} vs {resolved[key]}); "
-                    "resume with the same settings or start a new --workdir."
-                )
-    if jax.process_index() == 0:
-        # Written aside and renamed, so that a crash (or another process reading it) never sees half a file.
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(resolved, indent=2))
-        os.replace(tmp, path)
 
 
 class _Throughput:
@@ -125,185 +65,248 @@ class _Throughput:
         return self.tokens_per_step / dt if dt > 0 else 0.0
 
 
-def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = None,
-          stages: Sequence[Stage] = ()) -> RunResult:
-    cfg.model.check()
-    workdir = Path(workdir).absolute()
+def _prepare_workdir(workdir: Path, primary: bool) -> None:
     if workdir.exists() and not workdir.is_dir():
         raise HoloError(f"--workdir {workdir} exists and is not a directory; give a directory path.")
-    primary = jax.process_index() == 0
     if primary:
         try:
             workdir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise HoloError(f"cannot create --workdir {workdir} ({e.strerror}); give a directory you can write to.") from None
-    events = EventLog(workdir / "events.jsonl", enabled=primary)
+
+
+def _sinks(cfg: TrainConfig, workdir: Path, stages, extra: Sequence[Sink], primary: bool) -> CompositeSink:
+    if not primary:
+        return CompositeSink(list(extra))
+    sinks: list[Sink] = [MetricsJsonl(workdir), EventsJsonl(workdir)]
+    emitting = [s.name for s in stages if s.emit_every]
+    if emitting:
+        sinks.append(EmittedJsonl(workdir, emitting))
+    if cfg.log.tensorboard:
+        sinks.append(TensorBoard(workdir))
+    return CompositeSink([*sinks, *extra])
+
+
+def _agree(flag: bool) -> bool:
+    """Process 0's answer on every process (decisions that start collectives must match)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.array(flag, dtype=np.int32)))
+
+
+def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = None,
+          sinks: Sequence[Sink] = ()) -> RunResult:
+    """Run or resume `cfg` in `workdir`; `sinks` are added to the default ones (process 0's
+    metrics.jsonl, events.jsonl, emitted/, TensorBoard). Returns how and where the run stopped."""
+    cfg.check()
+    workdir = Path(workdir).absolute()
+    primary = jax.process_index() == 0
+    task, stages = make_task(cfg.task), build_stages(cfg.stages)
     # `model.remat=default` runs as "auto" where a per-device budget is known, else as "none";
     # resolved before any work, so a missing budget under an explicit "auto" (CPU) fails in the
-    # first second, and before the mesh, whose planner estimates with the policy that will run.
-    # config.json keeps the setting as given (`asked`): a run resumed on other hardware is checked
-    # against what was asked for, not against what one machine resolved it to.
+    # first second. The run record keeps the setting as given (`asked`): a run resumed on other
+    # hardware is checked against what was asked for, not what one machine resolved it to.
     remat, remat_budget = resolve_remat(cfg.model.remat, cfg.memory.budget_bytes, jax.local_devices())
     asked, cfg = cfg, dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, remat=remat))
 
-    mesh, mesh_plan = mesh_for_run(cfg.mesh, cfg.model, cfg.global_batch, cfg.microbatches, grad_comm_scheme=cfg.grad_comm.scheme)
+    mesh, mesh_plan = mesh_for_run(cfg.mesh, cfg.model, cfg.global_batch, cfg.microbatches,
+                                   grad_comm_scheme=cfg.grad_comm.scheme)
     # run_start records the quantized axes and island resolved from the mesh (config.json: as asked).
     cfg = dataclasses.replace(cfg, grad_comm=resolve_grad_comm(cfg.grad_comm, mesh))
     grad_comm = make_grad_comm(cfg.grad_comm, mesh, cfg.seed)
     check_batch_layout(cfg, data_parallel_size(mesh))
-    auto_remat = cfg.model.remat == AUTO
     tokenizer = make_tokenizer(cfg.data.tokenizer)
     if tokenizer.vocab_size > cfg.model.vocab_size:
         raise HoloError(
             f"the tokenizer has {tokenizer.vocab_size} ids but model.vocab_size={cfg.model.vocab_size}; "
             f"set model.vocab_size={tokenizer.vocab_size}."
         )
-    _check_resume_config(workdir, asked)
-
     b, t = cfg.global_batch, cfg.model.max_len
-    rows_sharding = batch_sharding(mesh)
-    shard_index, shard_count = process_rows(rows_sharding, b, t)
+    shard_index, shard_count = process_rows(batch_sharding(mesh), b, t)
+    # Every split the run reads, opened (and the first validation batch read) now.
+    open_split = lambda split: task.open_batches(cfg, split, tokenizer, shard_index=shard_index,  # noqa: E731
+                                                 shard_count=shard_count)
+    train_data = open_split("train")
+    validation = open_split("validation") if cfg.log.eval_every_steps else None
+    if validation is not None:
+        validation_start = validation.state()
+        next(validation)
+        validation.restore(validation_start)
+    record, config_changes = plan_resume(workdir, asked.to_dict())  # refuses a different run, touching nothing
 
-    sources: dict[str, Any] = {}  # opened once: every eval re-reads the same validation batches
-
-    def data_iter(split: str) -> PackedBatches:
-        if split not in sources:
-            sources[split] = make_source(cfg.data, split)
-        return PackedBatches(sources[split], tokenizer, seq_len=t, global_batch=b,
-                             process_index=shard_index, process_count=shard_count, seed=cfg.data.seed)
-
-    model_for = lambda policy: CausalLM(dataclasses.replace(cfg.model, remat=policy))  # noqa: E731
-    # Init and eval run no backward pass, so under remat=auto any policy serves them.
-    model = model_for("none") if auto_remat else CausalLM(cfg.model)
-    optimizer = make_optimizer(cfg.optim, cfg.steps)
-    schedule = learning_rate_schedule(cfg.optim, cfg.steps)
-    example_inputs = (jnp.zeros((1, t), jnp.int32),)
-    example_batch = {k: jax.ShapeDtypeStruct((b, t), jnp.int32) for k in ("inputs", "targets")}
-    sharding_for = lambda ndim: batch_sharding(mesh, ndim)  # noqa: E731
-
+    _prepare_workdir(workdir, primary)
     ckpt = Checkpointer(workdir / "checkpoints", cfg.checkpoint)
-    metrics_log = MetricsLog(workdir, enabled=primary, tensorboard=cfg.log.tensorboard)
-    # Closing the checkpoint manager on every exit path lets pending async saves finish and
-    # stops orbax's background threads before interpreter shutdown.
-    with contextlib.closing(ckpt), contextlib.closing(metrics_log):
-        train_data = data_iter("train")
+    out = _sinks(cfg, workdir, stages, sinks, primary)
+    # Closing the checkpoint manager on every exit path lets pending async saves finish and stops
+    # orbax's background threads before interpreter shutdown; the sinks flush and close their files.
+    with contextlib.closing(ckpt), contextlib.closing(out):
         latest = ckpt.latest_step()
+        if primary and record is not None:
+            write_record(workdir, record, config_changes, latest or 0)
+        if config_changes:
+            out.event("config_changed", step=latest or 0, changes=config_changes)
+        model_for = lambda policy: task.build_model(dataclasses.replace(cfg.model, remat=policy))  # noqa: E731
+        # Init and eval run no backward pass, so under remat=auto any policy serves them.
+        auto_remat = cfg.model.remat == AUTO
+        model = model_for("none" if auto_remat else cfg.model.remat)
+        optimizer = make_optimizer(cfg.optim, cfg.steps)
+        schedule = learning_rate_schedule(cfg.optim, cfg.steps)
+        example_inputs = task.init_inputs(t)
+        example_batch = task.example_batch(b, t)
         if latest is None:
             state, state_shardings = init_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed,
                                                        grad_comm=grad_comm)
-            events.emit("run_start", config=cfg.to_dict(), params=count_params(state.params),
-                        devices=jax.device_count(), processes=jax.process_count(), mesh=dict(mesh.shape),
-                        mesh_plan=mesh_plan)
+            rewound = out.rewind(0)  # rows a crash before the first checkpoint left behind
+            out.event("run_start", config=cfg.to_dict(), task=task.name, stages=[s.name for s in stages],
+                      params=count_params(state.params), devices=jax.device_count(),
+                      processes=jax.process_count(), mesh=dict(mesh.shape), mesh_plan=mesh_plan,
+                      superseded_rows=rewound)
         else:
             target, state_shardings = abstract_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed,
                                                            grad_comm=grad_comm)
             data_target = {
-                k: jax.ShapeDtypeStruct((b, *v.shape[1:]), v.dtype, sharding=sharding_for(v.ndim))
+                k: jax.ShapeDtypeStruct((b, *v.shape[1:]), v.dtype, sharding=batch_sharding(mesh, v.ndim))
                 for k, v in train_data.state().items()
             }
             state, data_state = ckpt.restore(latest, target, data_target)
             train_data.restore({k: local_rows(v) for k, v in data_state.items()})
-            dropped = metrics_log.truncate_after(latest)
-            events.emit("resume", step=latest, superseded_metric_rows=dropped, processes=jax.process_count())
+            rewound = out.rewind(latest)
+            out.event("resume", step=latest, superseded_rows=rewound, processes=jax.process_count())
 
+        step_for = lambda policy, m: make_train_step(task, model_for(policy), optimizer, schedule, stages,  # noqa: E731
+                                                     mesh, m, grad_comm=grad_comm)
         if auto_remat:
             # The planner compiles the real step per candidate; the chosen executable is the train step.
-            step_for = lambda c: make_train_step(model_for(c.policy), optimizer, schedule, stages, mesh,  # noqa: E731
-                                                 c.microbatches, grad_comm=grad_comm)
             plan = plan_remat(
-                StepCompiler(step_for, mesh=mesh, state=state, state_shardings=state_shardings,
-                             example_batch=example_batch),
+                StepCompiler(lambda c: jit_train_step(step_for(c.policy, c.microbatches), state_shardings,
+                                                      example_batch, mesh),
+                             mesh=mesh, state=state, example_batch=example_batch),
                 remat_budget, policies=candidate_policies(cfg.memory.policies, mesh.local_devices),
                 microbatches=microbatch_options(b, data_parallel_size(mesh), cfg.microbatches,
                                                 cfg.memory.max_microbatches),
                 report=print if primary else None,
             )
-            events.emit("remat_plan", **plan.summary())
+            out.event("remat_plan", **plan.summary())
             train_step = plan.compiled
-            remat_decision, remat_text = plan.metrics(), {"remat_plan": plan.table()}
+            remat_decision, remat_text = plan.metrics(), plan.table()
         else:
-            train_step = jit_train_step(make_train_step(model, optimizer, schedule, stages, mesh, cfg.microbatches,
-                                                        grad_comm=grad_comm),
-                                        state_shardings, example_batch, mesh)
-            remat_decision, remat_text = {"remat_policy": remat, "remat_microbatches": cfg.microbatches}, {}
-        # The first metrics row of this run (or of this resumed stretch) says which policy ran and why.
-        metrics_log.add_to_next_row({"remat_requested": asked.model.remat, **remat_decision}, text=remat_text)
-        eval_step = make_eval_step(model, mesh, example_batch, state_shardings.params)
+            train_step = jit_train_step(step_for(cfg.model.remat, cfg.microbatches), state_shardings,
+                                        example_batch, mesh)
+            remat_decision, remat_text = {"remat_policy": remat, "remat_microbatches": cfg.microbatches}, None
+        eval_step = make_eval_step(task, model, mesh, example_batch, state_shardings.params)
+        start = int(jax.device_get(state.step))
+        if remat_text:
+            out.text(start + 1, "remat_plan", remat_text)
 
         def evaluate(params) -> dict[str, float]:
-            data, total, tokens = data_iter("validation"), 0.0, 0.0
+            validation.restore(validation_start)  # every evaluation reads the same batches
+            sums, rows = [], []
             for _ in range(cfg.log.eval_batches):
-                out = jax.device_get(eval_step(params, to_global(next(data), sharding_for, b)))
-                total, tokens = total + float(out["loss_sum"]), tokens + float(out["tokens"])
-            loss = total / tokens
-            return {"eval_loss": loss, "eval_perplexity": float(np.exp(min(loss, 50.0)))}
+                result = jax.device_get(eval_step(params, to_global(next(validation), mesh, b)))
+                sums.append(result["sums"])
+                rows.append(result["rows"])
+            columns = {k: np.concatenate([r[k] for r in rows]) for k in (rows[0] if rows else {})}
+            return task.eval_metrics(pooled(sums), columns)
+
+        def eval_due(step: int) -> bool:
+            every = cfg.log.eval_every_steps
+            return bool(every) and step > 0 and (step % every == 0 or step == cfg.steps)
+
+        end = cfg.steps if stop_after is None else min(stop_after, cfg.steps)
+        throughput = _Throughput(b * t)
+        progress = Progress(primary and cfg.log.progress_bar, start, cfg.steps)
+        max_skips = cfg.optim.max_consecutive_skips
+        first_row_fields = {"remat_requested": asked.model.remat, **remat_decision}
+        pending: tuple[int, Any, dict] | None = None  # (step, metrics, emits due) of the last dispatched step
+        last_loss, reason, consecutive_skips = None, "completed", 0
+
+        def flush() -> None:
+            """Read back and log the pending step's metrics and due emits."""
+            nonlocal pending, last_loss, consecutive_skips, first_row_fields
+            if pending is None:
+                return
+            step, metrics, emits = pending
+            pending = None
+            host = {k: np.asarray(v).item() for k, v in jax.device_get(metrics).items()}
+            host["tokens_per_second"] = throughput.tick()
+            if host.pop("finite"):
+                consecutive_skips = 0
+            else:
+                consecutive_skips += 1
+                out.event("nonfinite_step_skipped", step=step, skipped_total=host["skipped_steps"],
+                          consecutive=consecutive_skips)
+            if step % cfg.log.every_steps == 0 or step == end or first_row_fields:
+                # The first row of this run (or of this resumed stretch) says which remat policy ran and why.
+                out.metrics(step, {**host, **{k: v for k, v in first_row_fields.items() if k not in host}})
+                first_row_fields = {}
+            for name, tree in jax.device_get(emits).items():
+                out.emitted(step, name, tree)
+            progress.update(step, loss=f"{host['loss']:.3f}", tok_s=f"{host['tokens_per_second']:.0f}")
+            last_loss = host["loss"]
 
         def save(step: int, force: bool) -> None:
             if not (force or ckpt.due(step)):
                 return
-            data_state = to_global(train_data.state(), sharding_for, b)
-            if ckpt.save(step, state, data_state, force=force):
-                events.emit("checkpoint_started", step=step, directory=str(ckpt.directory))
+            flush()
+            out.sync()  # what this checkpoint covers is on disk before it can exist
+            if ckpt.save(step, state, to_global(train_data.state(), mesh, b), force=force):
+                out.event("checkpoint_started", step=step, directory=str(ckpt.directory))
 
         def report_committed() -> None:
             for saved_step in ckpt.committed():
-                events.emit("checkpoint_saved", step=saved_step, directory=str(ckpt.directory))
-
-        start = int(jax.device_get(state.step))
-        end = cfg.steps if stop_after is None else min(stop_after, cfg.steps)
-        throughput = _Throughput(b * t)
-        progress = _progress_bar(primary and cfg.log.progress_bar, start, cfg.steps)
-        pending: tuple[int, Any] | None = None  # (step, metrics) of the last dispatched step
-        last_loss, reason = None, "completed"
-
-        def flush(pending_step: int, pending_metrics: Any, eval_metrics: dict | None = None) -> float:
-            host = {k: np.asarray(v).item() for k, v in jax.device_get(pending_metrics).items()}
-            host["tokens_per_second"] = throughput.tick()
-            if not host.pop("finite"):
-                events.emit("nonfinite_step_skipped", step=pending_step, skipped_total=host["skipped_steps"])
-            if eval_metrics:
-                host.update(eval_metrics)
-            if (pending_step % cfg.log.every_steps == 0) or pending_step == end or eval_metrics:
-                metrics_log.write(pending_step, host)
-            progress.update(1)
-            progress.set_postfix(loss=f"{host['loss']:.3f}", tok_s=f"{host['tokens_per_second']:.0f}", refresh=False)
-            return host["loss"]
+                out.event("checkpoint_saved", step=saved_step, directory=str(ckpt.directory))
 
         with jax.set_mesh(mesh), PreemptionGuard() as guard:
+            if start and eval_due(start) and _agree(not _has_eval_row(workdir, start, primary)):
+                # The run stopped between this step's checkpoint and the end of its evaluation.
+                out.metrics(start, evaluate(state.params))
             for step in range(start, end):
-                batch = to_global(next(train_data), sharding_for, b)
-                state, metrics, _emitted = train_step(state, batch)
-                if pending is not None:
-                    last_loss = flush(*pending)
-                pending = (step + 1, metrics)  # metrics are logged under the step count they lead to
+                batch = to_global(next(train_data), mesh, b)
+                emits_due = {s.name for s in stages if s.emit_every and (step + 1) % s.emit_every == 0}
+                state, metrics, emitted = train_step(state, batch)
+                flush()
+                pending = (step + 1, metrics, {k: v for k, v in emitted.items() if k in emits_due})
                 done = step + 1
-                eval_metrics = None
-                if cfg.log.eval_every_steps and (done % cfg.log.eval_every_steps == 0 or done == cfg.steps):
-                    eval_metrics = evaluate(state.params)
-                    last_loss, pending = flush(*pending, eval_metrics), None
                 stop = guard.stop_requested()
-                save(done, force=stop or done == end)
+                diverged = consecutive_skips >= max_skips
+                save(done, force=stop or diverged or done == end)
+                if eval_due(done):
+                    flush()
+                    out.metrics(done, evaluate(state.params))
                 report_committed()
+                if diverged:
+                    reason = "diverged"
+                    break
                 if stop:
                     reason = guard.signal_name or "signal"
                     break
-            if pending is not None:
-                last_loss = flush(*pending)
+            flush()
         final_step = int(jax.device_get(state.step))
         if reason == "completed" and final_step < cfg.steps:
             reason = "stop_after"
         ckpt.wait()
         report_committed()
         progress.close()
-        if reason not in ("completed", "stop_after"):
-            events.emit("preempted", step=final_step, signal=reason)
+        if reason in ("SIGTERM", "SIGINT", "signal"):
+            out.event("preempted", step=final_step, signal=reason)
         if primary and cfg.log.plot:
+            from holo_jax.train.plots import plot_loss_curve
+
             plot_loss_curve(workdir)
-        events.emit("run_end", step=final_step, reason=reason, loss=last_loss)
+        out.event("run_end", step=final_step, reason=reason, loss=last_loss)
+        if reason == "diverged":
+            raise HoloError(
+                f"{consecutive_skips} consecutive steps had non-finite gradients or updates (last at step "
+                f"{final_step}), so training stopped; the last good state is saved as step {final_step} in "
+                f"{ckpt.directory}: lower optim.learning_rate or check the data, then resume.")
         return RunResult(final_step, final_step < cfg.steps, reason, last_loss)
 
 
-def _progress_bar(enabled: bool, start: int, total: int):
-    from tqdm import tqdm
+def _has_eval_row(workdir: Path, step: int, primary: bool) -> bool:
+    from holo_jax.train.jsonl import read_jsonl
 
-    return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True, mininterval=1.0)
+    if not primary:
+        return True  # only process 0's answer counts (see `_agree`)
+    return any(r.get("step") == step and "eval_loss" in r for r in read_jsonl(workdir / "metrics.jsonl"))

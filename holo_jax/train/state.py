@@ -1,7 +1,7 @@
 """The train state and how it is laid out on the mesh.
 
 `TrainState` is one pytree: step, float32 master parameters, optimizer state, one state per
-stage, the base random key, the count of skipped (non-finite) steps and the gradient
+stage (keyed by the stage's name), the base random key, the count of skipped (non-finite) steps and the gradient
 aggregation's state (error-feedback residuals; empty for the default exact mean). Everything in
 it is checkpointed, so a resumed run continues bit-for-bit.
 
@@ -22,9 +22,9 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from holo_jax.parallel.data_parallel import ExactMean, GradComm
+from holo_jax.parallel.grad_comm import ExactMean, GradComm
 from holo_jax.parallel.rules import logical_to_sharding
-from holo_jax.train.stages import Stage
+from holo_jax.train.stages import Stage, check_stages, stage_key
 
 PyTree = Any
 
@@ -34,7 +34,7 @@ class TrainState:
     step: jax.Array  # int32 scalar: number of steps taken (skipped ones included)
     params: PyTree
     opt_state: PyTree
-    stage_states: tuple
+    stage_states: dict  # stage name -> that stage's own state
     rng: jax.Array  # raw uint32[2] key; per-step randomness is fold_in(rng, step)
     skipped_steps: jax.Array  # int32 scalar: steps whose gradients were not finite
     grad_comm: PyTree = ()  # the GradComm's state, e.g. per-replica error-feedback residuals
@@ -43,6 +43,8 @@ class TrainState:
 def _boxed_init(model: nn.Module, example_inputs: tuple, optimizer: optax.GradientTransformation,
                 stages: Sequence[Stage], seed: int, grad_comm: GradComm):
     """Init function returning (boxed params, unboxed TrainState)."""
+
+    stages = check_stages(stages)
 
     def init(_):
         root = jax.random.PRNGKey(seed)
@@ -53,7 +55,7 @@ def _boxed_init(model: nn.Module, example_inputs: tuple, optimizer: optax.Gradie
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=optimizer.init(params),
-            stage_states=tuple(s.init(jax.random.fold_in(k_stages, i), params) for i, s in enumerate(stages)),
+            stage_states={s.name: s.init(stage_key(k_stages, s.name, "init"), params) for s in stages},
             rng=k_run,
             skipped_steps=jnp.zeros((), jnp.int32),
             grad_comm=grad_comm.init(params, nn.get_partition_spec(boxed)),
@@ -77,9 +79,7 @@ def state_logical_specs(model: nn.Module, example_inputs: tuple, optimizer: opta
         optimizer, lambda _, spec: spec, abstract.opt_state, param_specs,
         transform_non_params=lambda _: P(), is_leaf=is_spec,
     )
-    stage_specs = tuple(
-        s.partition_specs(ss, param_specs) for s, ss in zip(stages, abstract.stage_states)
-    )
+    stage_specs = {s.name: s.partition_specs(abstract.stage_states[s.name], param_specs) for s in stages}
     specs = TrainState(step=P(), params=param_specs, opt_state=opt_specs, stage_states=stage_specs,
                        rng=P(), skipped_steps=P(), grad_comm=grad_comm.partition_specs(abstract.grad_comm))
     return abstract, specs

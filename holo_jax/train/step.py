@@ -1,21 +1,30 @@
 """The pure train step `(state, batch) -> (state, metrics, emitted)` and the eval step.
 
-Built once from the model, the optimizer and an ordered tuple of stages, then jitted with
-explicit in/out shardings and the state donated. Inside:
-  randomness   fold_in(state.rng, state.step): a resumed run draws the same numbers;
-  accumulation the global batch is split into `microbatches` (microbatch i = rows i, i+M, ...,
-               so every device keeps working on its own rows) and gradients are summed in float32
-               under `lax.scan`;
-  aggregation  `grad_comm` averages the gradients over data-parallel replicas: by default the
-               compiler's exact float32 reduction, or a quantized all-reduce over the slow axes
-               with error-feedback state in `state.grad_comm` (holo_jax.parallel.data_parallel);
-  stages       add loss terms, transform gradients, update their own state, emit to the host;
-  skipping     if any gradient is NaN/Inf the step keeps the old parameters, optimizer and stage
-               states and only counts the skip — it is never applied.
+Built once from a task, the model, the optimizer and a tuple of stages, then jitted with explicit
+in/out shardings and the state donated. Inside:
+  objective     the task's term plus every stage term, each `sum / count` with the count over the
+                whole global batch (taken first from a trace of the loss functions whose model
+                part JAX prunes: counts depend on the batch only), so microbatches and replicas
+                contribute parts that simply add up;
+  randomness    fold_in(state.rng, state.step), then per microbatch and per stage by name: a
+                resumed run draws the same numbers;
+  accumulation  the global batch is split into `microbatches` (microbatch i = rows i, i+M, ...,
+                so every device keeps working on its own rows); gradients and statistics are
+                summed under `lax.scan`;
+  aggregation   `grad_comm` reduces over data-parallel replicas: the compiler's exact float32
+                reduction, or a quantized all-reduce over the slow axes with error-feedback state
+                in `state.grad_comm` (holo_jax.parallel.grad_comm); statistics are summed exactly;
+  term grads    a stage may ask for the gradient of a named term apart from the total: one extra
+                pull-back of the same forward pass per name (exact float32 reduction);
+  stages        add terms, transform gradients, update their own state, report metrics, emit;
+  skipping      if the gradients, the update or the new parameters or stage states are not
+                finite, the step keeps the old parameters, optimizer and stage states and only
+                counts the skip.
 """
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -24,22 +33,21 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from holo_jax.parallel.data_parallel import ExactMean, GradComm
+from holo_jax.errors import HoloError
+from holo_jax.parallel.grad_comm import ExactMean, GradComm
 from holo_jax.parallel.rules import BATCH_AXES, LOGICAL_AXIS_RULES, replicated, tree_batch_sharding
-from holo_jax.train.stages import Stage
+from holo_jax.train.stages import RESERVED_NAMES, Stage, check_stages, stage_key
 from holo_jax.train.state import TrainState
+from holo_jax.train.stats import Stat, as_float32, is_stat, means, safe_divide
+from holo_jax.train.tasks import Task
 
 PyTree = Any
 Batch = dict[str, jax.Array]
-
-
-def next_token_loss(logits_btv: jax.Array, targets_bt: jax.Array) -> jax.Array:
-    """Mean cross-entropy over all target tokens (float32)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits_btv, targets_bt).mean()
+TASK_TERM = "task"
 
 
 def _tree_all_finite(tree: PyTree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
@@ -55,78 +63,114 @@ def _split_microbatches(batch: Batch, m: int, mesh: Mesh, batch_axes: tuple[str,
     return jax.tree.map(split, batch)
 
 
-def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
+def _zeros_like_sums(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+
+
+def make_train_step(task: Task, model: nn.Module, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, stages: Sequence[Stage], mesh: Mesh,
                     microbatches: int = 1, *, grad_comm: GradComm | None = None
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict, tuple]]:
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict, dict]]:
     """The un-jitted pure step; see `jit_train_step`. `grad_comm` must be the one the state was
     initialised with (`init_train_state(..., grad_comm=)`)."""
-    stages = tuple(stages)
+    stages = check_stages(stages)
     grad_comm = grad_comm or ExactMean()
     deterministic = getattr(model, "cfg", None) is None or model.cfg.dropout == 0.0
+    # Global names of the terms whose gradients stages asked for, in a fixed order.
+    requested = tuple(dict.fromkeys(
+        TASK_TERM if t == TASK_TERM else f"{s.name}/{t}" for s in stages for t in s.grad_terms))
 
-    def microbatch_loss(params, stage_states, batch, key):
-        logits, outputs = model.apply({"params": params}, batch["inputs"], deterministic=deterministic,
-                                      rngs={"dropout": key})
-        ce = next_token_loss(logits, batch["targets"])
-        outputs = {**outputs, "logits": logits}
-        total, auxes = ce, []
-        for i, stage in enumerate(stages):
-            extra, aux = stage.loss(params, stage_states[i], batch, outputs, jax.random.fold_in(key, i + 1))
-            total, auxes = total + extra, auxes + [aux]
-        return total, (ce, tuple(auxes))
+    def terms_and_stats(params, stage_states, batch, key):
+        """({term: Stat}, {"task": task stats, stage name: stage stats}) for `batch`."""
+        outputs = task.apply(model, params, batch, deterministic=deterministic, rngs={"dropout": key})
+        task_term, task_stats = task.loss(outputs, batch)
+        terms, stats = {TASK_TERM: task_term}, {TASK_TERM: task_stats}
+        for stage in stages:
+            stage_terms, stats[stage.name] = stage.loss(params, stage_states[stage.name], batch, outputs,
+                                                        stage_key(key, stage.name, "loss"))
+            terms.update({f"{stage.name}/{k}": v for k, v in stage_terms.items()})
+        missing = [t for t in requested if t not in terms]
+        if missing:
+            raise HoloError(f"stages asked for the gradients of loss terms {missing}, which no stage returns; "
+                            f"terms are: {sorted(terms)}.")
+        return terms, stats
 
-    grad_fn = jax.value_and_grad(microbatch_loss, has_aux=True)
+    def microbatch(params, stage_states, batch, key, counts, scale):
+        """(scale x gradient of this batch's part of the objective, its sums, its term gradients)."""
 
-    def gradients(params, stage_states, batch, key, batch_axes):
-        """Float32 gradients and (total, ce, auxes) averaged over `batch`, whose rows are sharded
-        over the mesh axes `batch_axes`; microbatches are accumulated under `lax.scan`."""
+        def parts(p):
+            terms, stats = terms_and_stats(p, stage_states, batch, key)
+            return {n: safe_divide(t.sum, counts[n]) for n, t in terms.items()}, (terms, stats)
+
+        if not requested:
+            def objective(p):
+                values, aux = parts(p)
+                total = functools.reduce(operator.add, values.values())
+                return (total if scale == 1.0 else scale * total), aux
+
+            (_, (terms, stats)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            term_grads = {}
+        else:
+            values, pull_back, (terms, stats) = jax.vjp(parts, params, has_aux=True)
+            ones = jax.tree.map(jnp.ones_like, values)
+            (grads,) = pull_back(jax.tree.map(lambda x: scale * x, ones))
+            term_grads = {n: pull_back({m: (v if m == n else jnp.zeros_like(v)) for m, v in ones.items()})[0]
+                          for n in requested}
+        sums = as_float32({"terms": terms, "stats": stats, "term_grads": term_grads})
+        return as_float32(grads), sums
+
+    def gradients(params, stage_states, counts, batch, key, batch_axes, scale):
+        """GradFn for `grad_comm` (see holo_jax.parallel.grad_comm): microbatches accumulated under scan."""
         if microbatches == 1:
-            (total, (ce, auxes)), grads = grad_fn(params, stage_states, batch, key)
-            return grads, (total, ce, auxes)
+            return microbatch(params, stage_states, batch, key, counts, scale)
         micro = _split_microbatches(batch, microbatches, mesh, batch_axes)
 
         def body(acc, xs):
             i, mb = xs
-            (t, (c, a)), g = grad_fn(params, stage_states, mb, jax.random.fold_in(key, i))
-            return jax.tree.map(jnp.add, acc, (g, t, c, a)), None
+            out = microbatch(params, stage_states, mb, jax.random.fold_in(key, i), counts, scale)
+            return jax.tree.map(jnp.add, acc, out), None
 
-        (_, (ce0, aux0)), g0 = jax.eval_shape(grad_fn, params, stage_states,
-                                              jax.tree.map(lambda x: x[0], micro), key)
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32 if jnp.issubdtype(s.dtype, jnp.floating) else s.dtype),
-                             (g0, ce0, ce0, aux0))
-        acc, _ = jax.lax.scan(body, zeros, (jnp.arange(microbatches), micro))
-        # Floating leaves are means over microbatches; integer ones (counters) are totals, so a
-        # stage sees the same dtypes whatever the microbatch count.
-        grads, total, ce, auxes = jax.tree.map(
-            lambda x: x / microbatches if jnp.issubdtype(x.dtype, jnp.floating) else x, acc)
-        return grads, (total, ce, auxes)
+        shapes = jax.eval_shape(lambda mb: microbatch(params, stage_states, mb, key, counts, scale),
+                                jax.tree.map(lambda x: x[0], micro))
+        acc, _ = jax.lax.scan(body, _zeros_like_sums(shapes), (jnp.arange(microbatches), micro))
+        return acc
 
     def train_step(state: TrainState, batch: Batch):
         with nn.logical_axis_rules(LOGICAL_AXIS_RULES):
             key = jax.random.fold_in(state.rng, state.step)
-            (grads, (total, ce, auxes)), grad_comm_state = grad_comm.aggregate(
-                functools.partial(gradients, state.params, state.stage_states), batch, key, state.grad_comm)
+            # Counts over the global batch; the model's part of this trace is unused and pruned.
+            counts = {n: t.count for n, t in terms_and_stats(state.params, state.stage_states, batch, key)[0].items()}
+
+            def grad_fn(b, k, batch_axes, scale):
+                return gradients(state.params, state.stage_states, counts, b, k, batch_axes, scale)
+
+            (grads, sums), grad_comm_state = grad_comm.aggregate(grad_fn, batch, key, state.grad_comm)
+            terms, stats, term_grads = sums["terms"], sums["stats"], sums["term_grads"]
 
             finite = _tree_all_finite(grads)
             grad_norm = optax.global_norm(grads)
-            stage_states = list(state.stage_states)
-            for i, stage in enumerate(stages):
-                grads, stage_states[i] = stage.grads(grads, stage_states[i], auxes[i],
-                                                     jax.random.fold_in(key, 1000 + i))
-            finite &= _tree_all_finite(grads)
+            stage_states = dict(state.stage_states)
+            for stage in stages:
+                wanted = {t: term_grads[TASK_TERM if t == TASK_TERM else f"{stage.name}/{t}"] for t in stage.grad_terms}
+                grads, stage_states[stage.name] = stage.grads(grads, wanted, stage_states[stage.name],
+                                                              stats[stage.name], stage_key(key, stage.name, "grads"))
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            for i, stage in enumerate(stages):
-                stage_states[i] = stage.update(stage_states[i], auxes[i], jax.random.fold_in(key, 2000 + i))
+            for stage in stages:
+                stage_states[stage.name] = stage.update(stage_states[stage.name], stats[stage.name],
+                                                        stage_key(key, stage.name, "update"))
+            # What is applied must be finite, not only the gradients: a NaN learning rate or a
+            # stage that diverges would otherwise write NaN parameters on a "finite" step.
+            finite &= _tree_all_finite((grads, updates, params, stage_states))
 
             stepped = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                                    stage_states=tuple(stage_states), grad_comm=grad_comm_state)
+                                    stage_states=stage_states, grad_comm=grad_comm_state)
             skipped = state.replace(step=state.step + 1, skipped_steps=state.skipped_steps + 1)
             new_state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), stepped, skipped)
 
+            total = functools.reduce(operator.add, [safe_divide(t.sum, counts[n]) for n, t in terms.items()])
             metrics = {
-                "loss": ce,
+                "loss": terms[TASK_TERM].mean(),
                 "total_loss": total,
                 "grad_norm": grad_norm,
                 # optax counts applied updates only, so after a skipped step its schedule runs
@@ -136,11 +180,18 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                 "finite": finite,
                 "skipped_steps": new_state.skipped_steps,
             }
-            emitted = []
-            for i, stage in enumerate(stages):
-                metrics.update({f"{stage.name}/{k}": v for k, v in stage.metrics(new_state.stage_states[i], auxes[i]).items()})
-                emitted.append(stage.emit(new_state.stage_states[i], auxes[i]))
-            return new_state, metrics, tuple(emitted)
+            for name, value in means(stats[TASK_TERM]).items():
+                if name in RESERVED_NAMES:
+                    raise HoloError(f"the task reports a metric named `{name}`, which the step reports itself.")
+                metrics[name] = value
+            emitted = {}
+            for stage in stages:
+                stage_stats = stats[stage.name]
+                for k, v in stage.metrics(new_state.stage_states[stage.name], stage_stats).items():
+                    metrics[f"{stage.name}/{k}"] = v
+                if stage.emit_every:
+                    emitted[stage.name] = stage.emit(new_state.stage_states[stage.name], stage_stats)
+            return new_state, metrics, emitted
 
     return train_step
 
@@ -155,14 +206,28 @@ def jit_train_step(step_fn: Callable, state_shardings: TrainState, example_batch
     )
 
 
-def make_eval_step(model: nn.Module, mesh: Mesh, example_batch: Batch, param_shardings: PyTree):
-    """Jitted `(params, batch) -> summed loss and token count` (summed so batches can be pooled)."""
+def make_eval_step(task: Task, model: nn.Module, mesh: Mesh, example_batch: Batch, param_shardings: PyTree):
+    """Jitted `(params, batch) -> {"sums": {name: Stat}, "rows": {name: per-example array}}`;
+    sums pool over batches, rows are what metrics such as AUC need example by example."""
 
     def eval_step(params, batch):
         with nn.logical_axis_rules(LOGICAL_AXIS_RULES):
-            logits, _ = model.apply({"params": params}, batch["inputs"], deterministic=True)
-            losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-            return {"loss_sum": losses.sum(), "tokens": jnp.asarray(losses.size, jnp.float32)}
+            outputs = task.apply(model, params, batch, deterministic=True)
+            sums, rows = task.eval_batch(outputs, batch)
+            return {"sums": as_float32(sums), "rows": rows}
 
     return jax.jit(eval_step, in_shardings=(param_shardings, tree_batch_sharding(mesh, example_batch)),
                    out_shardings=replicated(mesh))
+
+
+def pooled(sums: list[dict[str, Stat]]) -> dict[str, tuple[float, float]]:
+    """Host: (sum, count) per name, added over evaluation batches."""
+    out: dict[str, tuple[float, float]] = {}
+    for batch_sums in sums:
+        for name, stat in batch_sums.items():
+            s, c = out.get(name, (0.0, 0.0))
+            out[name] = (s + float(stat.sum), c + float(stat.count))
+    return out
+
+
+__all__ = ["TASK_TERM", "is_stat", "jit_train_step", "make_eval_step", "make_train_step", "pooled"]

@@ -16,7 +16,8 @@ from holo_jax.memory import StepCompiler
 from holo_jax.model import CausalLM
 from holo_jax.parallel.mesh import build_mesh
 from holo_jax.train.state import abstract_train_state
-from holo_jax.train.step import make_train_step
+from holo_jax.train.step import jit_train_step, make_train_step
+from holo_jax.train.tasks import NextTokenLM
 
 TINY = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=64, vocab_multiple=64)
 BATCH = 8
@@ -31,11 +32,12 @@ def tiny_setup(require_devices_session):
     state, shardings = abstract_train_state(CausalLM(TINY), inputs, optimizer, (), mesh)
     batch = {k: jax.ShapeDtypeStruct((BATCH, TINY.max_len), jnp.int32) for k in ("inputs", "targets")}
 
-    def step_for(c):
+    def jitted_step_for(c):
         model = CausalLM(dataclasses.replace(TINY, remat=c.policy))
-        return make_train_step(model, optimizer, lambda _: LEARNING_RATE, (), mesh, c.microbatches)
+        step = make_train_step(NextTokenLM(), model, optimizer, lambda _: LEARNING_RATE, (), mesh, c.microbatches)
+        return jit_train_step(step, shardings, batch, mesh)
 
-    compiler = StepCompiler(step_for, mesh=mesh, state=state, state_shardings=shardings, example_batch=batch)
+    compiler = StepCompiler(jitted_step_for, mesh=mesh, state=state, example_batch=batch)
     return compiler, optimizer, inputs
 
 

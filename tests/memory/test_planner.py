@@ -10,6 +10,7 @@ from holo_jax.errors import HoloError
 from holo_jax.memory import (
     Candidate, CandidateCost, choose, default_budget, microbatch_options, plan_remat, resolve_budget,
 )
+from holo_jax.memory.planner import FLOPS_TIE
 from holo_jax.model import CausalLM
 from holo_jax.train.state import init_train_state
 from tests.memory.conftest import BATCH, TINY
@@ -42,37 +43,61 @@ def test_generous_budget_keeps_every_activation(tiny_setup):
     assert [c.candidate for c in plan.costs] == [Candidate("none", 1)]
 
 
-def test_tight_budget_takes_the_least_recompute_that_fits(tiny_setup):
+@pytest.mark.parametrize("budget_from, expected", [("dots", "dots"), ("full", "full")])
+def test_tight_budget_takes_the_least_recompute_that_fits(tiny_setup, budget_from, expected):
     compiler, *_ = tiny_setup
-    c = costs_at(compiler, 1)
-    budget = c["full"].peak_bytes  # below "none" and "dots"
+    budget = costs_at(compiler, 1)[budget_from].peak_bytes
     plan = plan_remat(compiler, budget, policies=POLICIES, microbatches=(1,))
-    assert plan.chosen.candidate == Candidate("full", 1)
-    assert all(x.peak_bytes > budget for x in plan.costs if x.flops < plan.chosen.flops)
+    assert plan.chosen.candidate == Candidate(expected, 1)
+    # Every candidate was weighed, and each one with less recompute than the choice is too big:
+    # with a `dots` budget, `full` fits too and loses on FLOPs.
+    assert {c.candidate for c in plan.costs} == {Candidate(p, 1) for p in POLICIES}
+    cheaper = {c.candidate.policy for c in plan.costs if c.flops < plan.chosen.flops}
+    assert cheaper == set(POLICIES[: POLICIES.index(expected)]) and cheaper
+    assert all(c.peak_bytes > budget for c in plan.costs if c.candidate.policy in cheaper)
 
 
 def test_budget_met_only_with_two_microbatches(tiny_setup):
     compiler, *_ = tiny_setup
-    budget = min(c.peak_bytes for c in costs_at(compiler, 1).values()) - 1
+    one, two = costs_at(compiler, 1), costs_at(compiler, 2)
+    budget = one["full"].peak_bytes - 1
+    # The construction: nothing fits at one microbatch; at two, `dots` does and `none` does not.
+    assert min(c.peak_bytes for c in one.values()) > budget
+    assert two["dots"].peak_bytes <= budget < two["none"].peak_bytes
     lines = []
     plan = plan_remat(compiler, budget, policies=POLICIES, microbatches=(1, 2), report=lines.append)
-    assert plan.chosen.candidate.microbatches == 2 and plan.chosen.peak_bytes <= budget
-    fitting = [c for c in plan.costs if c.peak_bytes <= budget]
-    assert plan.chosen.flops == min(c.flops for c in fitting)
+    assert plan.chosen.candidate == Candidate("dots", 2)
+    assert {c.candidate for c in plan.costs} == {Candidate(p, m) for p in POLICIES for m in (1, 2)}
     table = lines[0].splitlines()
-    assert f"chosen: {plan.chosen.candidate}" in table[0]
+    assert "chosen: dots x2" in table[0]
     assert len(table) == 2 + len(plan.costs)
-    assert sum(row.endswith("chosen") for row in table) == 1
+    (chosen_row,) = [row for row in table if row.endswith("chosen")]
+    assert chosen_row.split()[:2] == ["dots", "2"]
+
+
+def test_more_microbatches_are_tried_only_where_they_could_beat_the_best_fit(tiny_setup):
+    compiler, *_ = tiny_setup
+    one, two = costs_at(compiler, 1), costs_at(compiler, 2)
+    budget = one["full"].peak_bytes  # at one microbatch only `full` fits...
+    assert one["dots"].peak_bytes > budget >= two["dots"].peak_bytes  # ...and `dots` fits at two
+    assert two["dots"].flops * (1 + FLOPS_TIE) < one["full"].flops
+    plan = plan_remat(compiler, budget, policies=POLICIES, microbatches=(1, 2))
+    # Two microbatches of `dots` recompute less than one of `full`: splitting the batch wins.
+    assert plan.chosen.candidate == Candidate("dots", 2)
+    # `full` already fits at one microbatch and cannot get cheaper with more, so x2 is not compiled.
+    compiled = {c.candidate for c in plan.costs}
+    assert compiled == {*(Candidate(p, 1) for p in POLICIES), Candidate("none", 2), Candidate("dots", 2)}
 
 
 def test_nothing_fits_names_the_smallest_footprint(tiny_setup):
     compiler, *_ = tiny_setup
-    smallest = min(costs_at(compiler, 2).values(), key=lambda c: c.peak_bytes)
-    with pytest.raises(HoloError, match=f"smallest footprint found is {smallest.candidate}") as err:
-        plan_remat(compiler, smallest.peak_bytes - 1, policies=POLICIES, microbatches=(1, 2))
-    assert f"at least {smallest.peak_bytes}" in str(err.value)
+    two = costs_at(compiler, 2)
+    assert min(two.values(), key=lambda c: c.peak_bytes) is two["full"]
+    with pytest.raises(HoloError, match="smallest footprint found is full x2") as err:
+        plan_remat(compiler, two["full"].peak_bytes - 1, policies=POLICIES, microbatches=(1, 2))
+    assert f"at least {two['full'].peak_bytes}" in str(err.value)
     with pytest.raises(HoloError, match="train state and batch alone .* fsdp"):
-        plan_remat(compiler, smallest.argument_bytes - 1, policies=POLICIES, microbatches=(1, 2))
+        plan_remat(compiler, two["full"].argument_bytes - 1, policies=POLICIES, microbatches=(1, 2))
 
 
 def test_chosen_executable_trains_like_the_no_remat_step(tiny_setup):

@@ -6,10 +6,8 @@ from jax.ad_checkpoint import print_saved_residuals
 
 from holo_jax.config import ModelConfig
 from holo_jax.errors import HoloError
-from holo_jax.memory import (
-    DEFAULT, OFFLOAD_POLICIES, REMAT_POLICIES, Candidate, candidate_policies, decision_table, offload_is_measurable,
-    remat_policy,
-)
+from holo_jax.memory import Candidate, candidate_policies, decision_table
+from holo_jax.model.remat import DEFAULT, OFFLOAD_POLICIES, REMAT_POLICIES, offload_is_measurable, remat_policy
 from holo_jax.model.transformer import Block
 
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from holo_jax.config import ModelConfig
-from holo_jax.memory.remat import REMAT_POLICIES
-from holo_jax.model import CausalLM, SequenceClassifier
+from holo_jax.model import CHECKPOINT_NAMES, REMAT_POLICIES, CausalLM, SequenceClassifier
 
 CFG = ModelConfig(d_model=64, n_heads=4, d_ff=128, n_layers=2, max_len=16)
 TOKENS = jnp.asarray(np.random.default_rng(0).integers(0, 258, (2, 16)), jnp.int32)
@@ -65,6 +64,32 @@ def test_captured_attention_matches_fused_path(params):
     assert float(jnp.abs(jnp.triu(w, k=1)).max()) == 0.0  # no weight on future positions
 
 
+def _checkpoint_tags(jaxpr) -> list[str]:
+    """The `checkpoint_name` tags bound in `jaxpr` and every jaxpr nested in it (scan bodies, remat)."""
+    tags = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "name":
+            tags.append(eqn.params["name"])
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr wraps its Jaxpr
+                if hasattr(sub, "eqns"):
+                    tags += _checkpoint_tags(sub)
+    return tags
+
+
+@pytest.mark.parametrize("scan_layers, remat", [(True, "none"), (True, "minimal"), (False, "save_qkv")])
+def test_the_tags_remat_policies_name_are_the_ones_the_model_puts_on_each_layer(params, scan_layers, remat):
+    cfg = dataclasses.replace(CFG, scan_layers=scan_layers, remat=remat)
+    p = params if scan_layers else _unscanned(params)
+    tags = _checkpoint_tags(jax.make_jaxpr(lambda p: CausalLM(cfg).apply({"params": p}, TOKENS)[0])(p).jaxpr)
+    # A scanned stack traces its layer once; unscanned, every layer carries its own tags. A tag
+    # renamed in the model, or one added that CHECKPOINT_NAMES (from which the policies are
+    # built) does not list, fails here.
+    per_layer = 1 if scan_layers else CFG.n_layers
+    assert sorted(tags) == sorted(CHECKPOINT_NAMES * per_layer)
+
+
 @pytest.mark.parametrize("policy", sorted(REMAT_POLICIES))
 def test_remat_policies_give_identical_gradients(policy, params):
     def grads(cfg):
@@ -79,14 +104,19 @@ def test_remat_policies_give_identical_gradients(policy, params):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_unscanned_layers_compute_the_same_function(params):
-    cfg = dataclasses.replace(CFG, scan_layers=False)
+def _unscanned(params):
+    """The scanned stack's parameters laid out as one `block_i` per layer."""
     blocks = params["decoder"]["blocks"]
     unscanned = {**params, "decoder": {k: v for k, v in params["decoder"].items() if k != "blocks"}}
     for i in range(CFG.n_layers):
-        unscanned["decoder"][f"block_{i}"] = jax.tree.map(lambda x: x[i], blocks)
+        unscanned["decoder"][f"block_{i}"] = jax.tree.map(lambda x, i=i: x[i], blocks)
+    return unscanned
+
+
+def test_unscanned_layers_compute_the_same_function(params):
+    cfg = dataclasses.replace(CFG, scan_layers=False)
     a, _ = CausalLM(CFG).apply({"params": params}, TOKENS)
-    b, _ = CausalLM(cfg).apply({"params": unscanned}, TOKENS)
+    b, _ = CausalLM(cfg).apply({"params": _unscanned(params)}, TOKENS)
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 

@@ -15,7 +15,7 @@ SIZE = 3001
 
 
 def pmean() -> None:
-    from holo_jax.parallel import distributed
+    from holo_jax.runtime import distributed
 
     distributed.initialize(timeout_s=60)
 

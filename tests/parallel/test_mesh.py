@@ -5,7 +5,8 @@ import pytest
 
 from holo_jax.config import MeshConfig, ModelConfig
 from holo_jax.errors import HoloError
-from holo_jax.parallel.mesh import build_mesh, mesh_for_run, resolve_axis_sizes
+from holo_jax.parallel.mesh import build_mesh, resolve_axis_sizes
+from holo_jax.train.setup import mesh_for_run
 
 MODEL = ModelConfig(d_model=64, n_heads=4, d_ff=128, n_layers=2, max_len=32)
 

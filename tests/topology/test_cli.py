@@ -107,10 +107,109 @@ def test_plan_cluster_report():
     assert oblivious["mesh"] == out["chosen"]["mesh"]
     assert all(b["predicted_step_seconds"] >= out["chosen"]["predicted_step_seconds"] for b in out["baselines"]
                if b["feasible"])
-    assert all({"name", "predicted", "published", "source"} <= set(r) for r in out["calibration"])
-    # Every point but the EFA one (a user's report, see published.py) is within 25%; that one's
-    # error is stated on its own.
-    fast = [abs(r["error"]) for r in out["calibration"] if r["name"] != SLOW_FABRIC_ROW]
-    assert max(fast) < 0.25
-    assert out["calibration_error"]["slow_fabric_bus_bandwidth"] == next(
-        r["error"] for r in out["calibration"] if r["name"] == SLOW_FABRIC_ROW)
+    assert all({"name", "predicted", "published", "source", "fitted", "fits"} <= set(r) for r in out["calibration"])
+
+
+def test_calibration_marks_fitted_rows_and_leaves_them_out_of_the_held_out_error():
+    out = plan_cluster.run(PlanClusterConfig(hosts=8, model="gpt-3.6b", global_batch=64))
+    rows, err = out["calibration"], out["calibration_error"]
+    fitted = {r["name"]: r["fits"] for r in rows if r["fitted"]}
+    # The compute efficiency comes from the first Megatron-LM row; the NIC efficiency (0.96) from
+    # both inter-node figures of NVIDIA's post (192 of 200 GB/s, 48 of 50 GB/s).
+    assert sorted(fitted.values()) == ["CostParams.compute_efficiency", "LinkSpec.nic_efficiency",
+                                       "LinkSpec.nic_efficiency"]
+    assert all(abs(r["error"]) < 0.02 for r in rows if r["fitted"])  # a fit reproduces its own points
+    held_out = [r for r in rows if not r["fitted"]]
+    assert err["held_out_points"] == len(held_out) == 6 and err["fitted_points"] == list(fitted)
+    fast = [abs(r["error"]) for r in held_out if r["name"] != SLOW_FABRIC_ROW]
+    # What the model achieves (13.0% mean, 16.2% max, BENCHMARKS.md issue 3), with a little margin.
+    assert err["mean_abs_held_out_without_slow_fabric"] == pytest.approx(sum(fast) / len(fast))
+    assert 0.12 < err["mean_abs_held_out_without_slow_fabric"] < 0.14 and max(fast) < 0.17
+    slow = next(r["error"] for r in rows if r["name"] == SLOW_FABRIC_ROW)
+    assert err["slow_fabric_bus_bandwidth"] == slow and 0.55 < slow < 0.65
+    assert err["mean_abs_held_out"] == pytest.approx((sum(fast) + abs(slow)) / 6)
+
+
+def test_overlap_hides_the_gradient_reduction_only_under_the_backward_pass():
+    out = plan_cluster.run(PlanClusterConfig(preset="aws-p4d", hosts=8, model="gpt-3.6b", global_batch=64))
+    assert all(b["predicted_hidden_grad_comm_seconds"] == 0 for b in [out["chosen"], *out["baselines"]])
+    dp = out["overlap"]["pure_data_parallel"]
+    compute, data = dp["predicted_compute_seconds"], dp["predicted_comm_seconds"]["data"]
+    # Full remat: the backward pass (recompute + gradients) is 3/4 of the step's compute; the last
+    # bucket (one of n_layers + 1) cannot hide.
+    hidden = min(0.75 * compute, data * (1 - 1 / 31))
+    assert dp["predicted_hidden_grad_comm_seconds"] == pytest.approx(hidden)
+    assert dp["predicted_step_seconds"] == pytest.approx(compute + data - hidden)
+    no_overlap_dp = next(b for b in out["baselines"] if b["name"] == "pure data parallel")
+    assert dp["predicted_step_seconds"] < no_overlap_dp["predicted_step_seconds"]
+
+
+# ------------------------------------------------------------------- undecodable and cut-off files
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "holo_jax.topology", *argv, "--json"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def _one_sentence(done: subprocess.CompletedProcess[str], message: str) -> None:
+    assert done.returncode == 2 and done.stdout == "", done.stderr[-2000:]
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1 and message in done.stderr
+
+
+def test_non_utf8_nvidia_smi_file_is_one_sentence(tmp_path):
+    bad = tmp_path / "topo.txt"
+    bad.write_bytes(A30.read_bytes().replace(b"X", b"\xd7", 1))  # a Latin-1 paste's multiplication sign
+    _one_sentence(_cli("--nvidia-smi-topo", str(bad)), "is not UTF-8 text (byte 0xd7 at line 2")
+
+
+def test_truncated_topology_json_is_one_sentence(tmp_path, capsys):
+    main(["--topology", "dgx-a100", "--save", str(tmp_path / "full.json")])
+    capsys.readouterr()
+    text = (tmp_path / "full.json").read_text()
+    cut = tmp_path / "cut.json"
+    cut.write_text(text[: len(text) // 2])
+    _one_sentence(_cli("--topology", str(cut)), "is not valid JSON")
+
+
+def _replaced(text: str, old: str, new: str) -> str:
+    assert old in text  # so a changed file format cannot turn a case into a copy of the good file
+    return text.replace(old, new, 1)
+
+
+def _bytes_cases(tmp_path):
+    json_file = tmp_path / "t.json"
+    main(["--topology", "dgx1-v100", "--save", str(json_file)])
+    good_json = json_file.read_text()
+    legend = A100.read_text()
+    return [
+        ("--nvidia-smi-topo", "utf16.txt", A30.read_text().encode("utf-16-le"), "holds a NUL byte at line 1"),
+        ("--nvidia-smi-topo", "binary.txt", bytes(range(256)) * 4, "is not UTF-8 text"),
+        ("--nvidia-smi-topo", "cut-legend.txt", legend[: legend.index("NIC4: ")].encode(),
+         "the NIC legend does not name NIC4, NIC5, NIC6, NIC7 (truncated input?)"),
+        ("--topology", "latin1.json", _replaced(good_json, '"preset dgx1-v100"', '"preset dgx1-v100 \xe9"').encode("latin-1"),
+         "is not UTF-8 text"),
+        ("--topology", "nan.json", _replaced(good_json, '"nic_efficiency": 0.96', '"nic_efficiency": NaN').encode(),
+         "links.nic_efficiency must be a finite number, got nan"),
+        ("--topology", "deep.json", b"[" * 100_000 + b"]" * 100_000, "nests its JSON too deeply"),
+        ("--topology", "empty.json", b"", "is not valid JSON"),
+    ]
+
+
+def test_undecodable_and_cut_off_files_are_one_sentence(tmp_path, capsys):
+    for flag, name, data, message in _bytes_cases(tmp_path):
+        capsys.readouterr()
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(SystemExit) as exit_:
+            main([flag, str(path)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2, name
+        assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (name, err)
+
+
+def test_utf16_with_a_byte_order_mark_is_read(tmp_path, capsys):
+    # Windows PowerShell's `nvidia-smi topo -m > topo.txt` writes UTF-16 with a BOM.
+    path = tmp_path / "powershell.txt"
+    path.write_text(A30.read_text(), encoding="utf-16")
+    assert run_json(capsys, "--nvidia-smi-topo", str(path))["islands"] == [[0, 1], [2, 3]]

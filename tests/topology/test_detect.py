@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import pytest
 
+from holo_jax.errors import HoloError
 from holo_jax.parallel.mesh import order_devices
 from holo_jax.topology import infiniband, nvml
 from holo_jax.topology.detect import detect
@@ -265,3 +266,11 @@ def test_cpu_topology_has_one_island_per_process():
     topo = detect(devices=devices, env={}).topology
     assert topo.hosts == ("process0", "process1")
     assert [list(i.gpus) for i in topo.islands] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_undecodable_sysfs_attribute_is_one_sentence(tmp_path):
+    root = fake_sysfs(tmp_path, ibstatus_ports())
+    (root / "mlx5_3" / "ports" / "1" / "rate").write_bytes(b"100 Gb/sec \xff\xfe")
+    with pytest.raises(HoloError, match=r"InfiniBand attribute file .*mlx5_3/ports/1/rate is not UTF-8 text") as err:
+        infiniband.read_ports(root)
+    assert "\n" not in str(err.value)

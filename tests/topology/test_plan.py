@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from holo_jax.config import MeshConfig, ModelConfig, OptimConfig
@@ -17,7 +18,8 @@ from holo_jax.topology.presets import dgx1_v100, dgx_a100, pcie_8gpu
 from holo_jax.topology.published import MODELS
 from holo_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from holo_jax.train.state import init_train_state
-from holo_jax.train.step import jit_train_step, make_train_step, next_token_loss
+from holo_jax.train.step import jit_train_step, make_train_step
+from holo_jax.train.tasks import NextTokenLM
 
 from tests.topology.test_nvidia_smi import A30
 from tests.train.helpers import TINY, random_batch
@@ -163,7 +165,7 @@ def test_planned_mesh_trains_on_8_cpu_devices(require_devices, tmp_path):
     state, shardings = init_train_state(model, (jnp.zeros((1, model_cfg.max_len), jnp.int32),), opt, (), mesh)
     initial_params = jax.device_get(state.params)  # the step donates the state's buffers
     batches = [random_batch(8, model_cfg.max_len, seed=i) for i in range(2)]
-    step = jit_train_step(make_train_step(model, opt, learning_rate_schedule(OptimConfig(), 3), (), mesh),
+    step = jit_train_step(make_train_step(NextTokenLM(), model, opt, learning_rate_schedule(OptimConfig(), 3), (), mesh),
                           shardings, batches[0], mesh)
     with jax.set_mesh(mesh):
         losses = []
@@ -171,7 +173,8 @@ def test_planned_mesh_trains_on_8_cpu_devices(require_devices, tmp_path):
             state, metrics, _ = step(state, batch)
             losses.append(float(metrics["loss"]))
     logits, _ = model.apply({"params": initial_params}, batches[0]["inputs"])
-    assert losses[0] == pytest.approx(float(next_token_loss(logits, batches[0]["targets"])), rel=1e-5)
+    reference = optax.softmax_cross_entropy_with_integer_labels(logits, batches[0]["targets"]).mean()
+    assert losses[0] == pytest.approx(float(reference), rel=1e-5)
     assert np.isfinite(losses[1]) and int(state.step) == 2
 
 

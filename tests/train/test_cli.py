@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from holo_jax.train.events import EventLog
-from holo_jax.train.metrics_log import read_jsonl
+from holo_jax.train.jsonl import read_jsonl, read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = ["--set", "log.progress_bar=false", "--set", "log.tensorboard=false", "--set", "log.plot=false"]
@@ -76,13 +75,13 @@ def test_sigterm_saves_a_usable_checkpoint(tmp_path):
     proc = pretrain(tmp_path, "--steps", "400", wait=False)
     metrics = tmp_path / "metrics.jsonl"
     deadline = time.time() + 180
-    while time.time() < deadline and (not metrics.exists() or len(read_jsonl(metrics)) < 3):
+    while time.time() < deadline and (not metrics.exists() or len(read_metrics(metrics)) < 3):
         time.sleep(0.2)
     assert metrics.exists(), proc.communicate(timeout=30)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
-    events = EventLog(tmp_path / "events.jsonl").read()
+    events = read_jsonl(tmp_path / "events.jsonl")
     preempted = [e for e in events if e["kind"] == "preempted"]
     assert preempted and preempted[0]["signal"] == "SIGTERM"
     stopped_at = preempted[0]["step"]
@@ -91,6 +90,6 @@ def test_sigterm_saves_a_usable_checkpoint(tmp_path):
     # The checkpoint is usable: a resumed run continues from exactly that step.
     resumed = pretrain(tmp_path, "--steps", "400", "--stop-after", str(stopped_at + 2))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    resume = [e for e in EventLog(tmp_path / "events.jsonl").read() if e["kind"] == "resume"]
+    resume = [e for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "resume"]
     assert resume[-1]["step"] == stopped_at
-    assert [r["step"] for r in read_jsonl(metrics)] == list(range(1, stopped_at + 3))
+    assert [r["step"] for r in read_metrics(metrics)] == list(range(1, stopped_at + 3))

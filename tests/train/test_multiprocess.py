@@ -8,7 +8,7 @@ import pytest
 from experiments.launch_local import launch
 from holo_jax.config import CheckpointConfig, MeshConfig
 from holo_jax.train.loop import train
-from holo_jax.train.metrics_log import read_jsonl
+from holo_jax.train.jsonl import read_jsonl, read_metrics
 from tests.train.test_loop import small
 
 STEPS = 6
@@ -25,8 +25,8 @@ def test_two_processes_match_one(tmp_path, mesh, require_devices):
             "--set", "checkpoint.every_steps=3", "--set", "checkpoint.keep=2", "--set", "log.eval_every_steps=0",
             "--set", "log.progress_bar=false", "--set", "log.plot=false", "--set", "log.tensorboard=false"]
     assert launch(2, 4, "experiments.pretrain", args, timeout=300) == 0
-    one = read_jsonl(tmp_path / "one" / "metrics.jsonl")
-    two = read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    one = read_metrics(tmp_path / "one" / "metrics.jsonl")
+    two = read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert [r["step"] for r in two] == list(range(1, STEPS + 1))
     np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
     np.testing.assert_allclose([r["grad_norm"] for r in two], [r["grad_norm"] for r in one], rtol=1e-4)
@@ -43,6 +43,6 @@ def test_two_process_run_resumes_from_its_checkpoint(tmp_path):
     assert launch(2, 4, "experiments.pretrain", ["--workdir", str(tmp_path / "b"), *common, "--stop-after", "3"],
                   timeout=300) == 0
     assert launch(2, 4, "experiments.pretrain", ["--workdir", str(tmp_path / "b"), *common], timeout=300) == 0
-    a = [r["loss"] for r in read_jsonl(tmp_path / "a" / "metrics.jsonl")]
-    b = [r["loss"] for r in read_jsonl(tmp_path / "b" / "metrics.jsonl")]
+    a = [r["loss"] for r in read_metrics(tmp_path / "a" / "metrics.jsonl")]
+    b = [r["loss"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
     assert len(a) == 6 and a == b

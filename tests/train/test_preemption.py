@@ -23,16 +23,42 @@ def test_first_signal_requests_a_stop_second_ctrl_c_interrupts():
     assert signal.getsignal(signal.SIGINT) is before  # handlers restored
 
 
-def test_processes_compare_flags_every_sync_every_steps(monkeypatch):
-    gathers = []
-    monkeypatch.setattr(preemption.jax, "process_count", lambda: 2)
-    from jax.experimental import multihost_utils
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
 
-    def fake_allgather(x):
-        gathers.append(int(x[0]))
-        return np.array([[x[0]], [1]])  # the other process got a signal
+    def __call__(self):
+        return self.now
 
-    monkeypatch.setattr(multihost_utils, "process_allgather", fake_allgather)
-    guard = PreemptionGuard(sync_every=3)
-    answers = [guard.stop_requested() for _ in range(6)]
-    assert answers == [False, False, True, False, False, True] and len(gathers) == 2
+
+def test_processes_compare_flags_at_most_sync_seconds_apart():
+    """The comparison cadence follows the slowest process's step time, the same on every process."""
+    clock, calls = FakeClock(), []
+
+    def gather(row):  # this process and another, twice as slow, with a signal from the 4th comparison on
+        calls.append(clock.now)
+        other_flag = 1.0 if len(calls) >= 4 else 0.0
+        return np.array([row, [other_flag, 2 * row[1]]])
+
+    guard = PreemptionGuard(sync_seconds=5.0, gather=gather, clock=clock)
+    answers = []
+    for _ in range(12):
+        clock.now += 0.5  # 0.5 s per step here, 1 s on the other process
+        answers.append(guard.stop_requested())
+    # First call compares (cadence unknown); then every 5 s / 1 s = 5 calls.
+    assert calls == [0.5, 3.0, 5.5]
+    assert guard.sync_every == 5 and not any(answers)
+    for _ in range(4):
+        clock.now += 0.5
+        answers.append(guard.stop_requested())
+    # Acted on at the next comparison (t = 8.0 s, 2.5 s after the previous one).
+    assert answers[-1] and not any(answers[:-1]) and calls[-1] == 8.0
+
+
+def test_slow_steps_are_compared_every_step():
+    clock = FakeClock()
+    guard = PreemptionGuard(sync_seconds=5.0, gather=lambda row: np.array([row]), clock=clock)
+    for _ in range(3):
+        clock.now += 8.0  # a step slower than the sync interval: compare at every step
+        guard.stop_requested()
+        assert guard.sync_every == 1

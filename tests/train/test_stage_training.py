@@ -11,7 +11,7 @@ import optax
 from experiments.configs.pretrain import tiny
 from holo_jax.config import CheckpointConfig
 from holo_jax.train.loop import train
-from holo_jax.train.metrics_log import read_jsonl
+from holo_jax.train.jsonl import read_jsonl, read_metrics
 from holo_jax.train.stages import Stage
 
 from tests.train.helpers import random_batch, run_steps
@@ -77,7 +77,7 @@ def test_stage_parameters_are_checkpointed_and_resume_is_exact(tmp_path):
     train(cfg, tmp_path / "straight", stages=(ProbeStage(),))
     train(cfg, tmp_path / "resumed", stages=(ProbeStage(),), stop_after=4)
     train(cfg, tmp_path / "resumed", stages=(ProbeStage(),))
-    rows = {name: read_jsonl(tmp_path / name / "metrics.jsonl") for name in ("straight", "resumed")}
+    rows = {name: read_metrics(tmp_path / name / "metrics.jsonl") for name in ("straight", "resumed")}
     for key in ("loss", "probe/loss"):
         a, b = ([r[key] for r in rows[n]] for n in ("straight", "resumed"))
         assert len(a) == 8 and a == b, key  # bit-identical, so the probe and its Adam state were restored

@@ -1,29 +1,29 @@
-"""The pure step: stage hooks, non-finite gradients skipped and counted, determinism."""
+"""The pure step: stage hooks, non-finite steps skipped and counted, determinism."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from holo_jax.config import OptimConfig
 from holo_jax.train.stages import Stage
+from holo_jax.train.stats import Stat
 from tests.train.helpers import random_batch, run_steps
 
 
 class PoisonOnStep(Stage):
     """Makes the loss NaN on one chosen step, through a stage's extra loss term."""
 
-    name = "poison"
-
-    def __init__(self, bad_step: int):
-        self.bad_step = bad_step
+    def __init__(self, bad_step: int, name: str = "poison"):
+        self.bad_step, self.name = bad_step, name
 
     def init(self, key, params):
         return {"calls": jnp.zeros((), jnp.int32)}
 
     def loss(self, params, stage_state, batch, outputs, key):
         bad = stage_state["calls"] == self.bad_step
-        return jnp.where(bad, jnp.nan, 0.0) * outputs["logits"].mean(), {}
+        return {"nan": Stat(jnp.where(bad, jnp.nan, 0.0) * outputs["logits"].sum(), jnp.float32(1.0))}, {}
 
-    def update(self, stage_state, aux, key):
+    def update(self, stage_state, stats, key):
         return {"calls": stage_state["calls"] + 1}
 
 
@@ -37,14 +37,30 @@ def test_nonfinite_gradients_skip_the_update_and_are_counted():
     # Parameters and the optimizer are exactly as after the two good steps; the stage state too.
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(clean.params)):
         np.testing.assert_array_equal(a, b)
-    assert int(state.stage_states[0]["calls"]) == 2
+    assert int(state.stage_states["poison"]["calls"]) == 2
     assert int(state.opt_state[1][0].count) == int(clean.opt_state[1][0].count)
 
 
-class CountingStage(Stage):
-    """Exercises every hook: extra loss, gradient transform, own state update, metrics, emit."""
+def test_a_nonfinite_update_is_skipped_even_when_the_gradients_are_finite():
+    """A NaN learning rate gives finite gradients and NaN updates: nothing may be applied."""
+    batches = [random_batch(seed=s) for s in range(2)]
+    init, _ = run_steps((1, 1, 1), [])
+    state, hist = run_steps((1, 1, 1), batches, optim=OptimConfig(learning_rate=float("nan"), warmup_steps=0))
+    assert [bool(m["finite"]) for m, _ in hist] == [False, False]
+    assert all(np.isfinite(float(m["grad_norm"])) for m, _ in hist)
+    assert int(state.skipped_steps) == 2
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(init.params)):
+        np.testing.assert_array_equal(a, b)
 
-    name = "counter"
+
+class HalvingStage(Stage):
+    """Exercises every hook: a term, a gradient transform with a residual, its own state update,
+    metrics and emit."""
+
+    emit_every = 1
+
+    def __init__(self, name: str = "halver"):
+        self.name = name
 
     def init(self, key, params):
         return {"seen": jnp.zeros((), jnp.int32), "residual": jax.tree.map(jnp.zeros_like, params)}
@@ -53,32 +69,33 @@ class CountingStage(Stage):
         return {"seen": P(), "residual": param_specs}
 
     def loss(self, params, stage_state, batch, outputs, key):
-        return 0.0 * outputs["logits"].mean(), {"mean_logit": outputs["logits"].mean()}
+        return {}, {"logit": Stat.of(outputs["logits"])}
 
-    def grads(self, grads, stage_state, aux, key):
-        # Halve gradients and remember what was dropped (an error-feedback shape of hook).
+    def grads(self, grads, term_grads, stage_state, stats, key):
         half = jax.tree.map(lambda g: 0.5 * g, grads)
         return half, {**stage_state, "residual": jax.tree.map(jnp.add, stage_state["residual"], half)}
 
-    def update(self, stage_state, aux, key):
+    def update(self, stage_state, stats, key):
         return {**stage_state, "seen": stage_state["seen"] + 1}
 
-    def metrics(self, stage_state, aux):
-        return {"seen": stage_state["seen"]}
+    def metrics(self, stage_state, stats):
+        return {"seen": stage_state["seen"], "mean_logit": stats["logit"].mean()}
 
-    def emit(self, stage_state, aux):
-        return {"mean_logit": aux["mean_logit"]}
+    def emit(self, stage_state, stats):
+        return {"logit_sum": stats["logit"].sum}
 
 
 def test_stage_hooks_run_in_order_and_state_is_sharded_like_params(require_devices):
     require_devices(8)
     batches = [random_batch(seed=s) for s in range(2)]
-    state, hist = run_steps((2, 2, 2), batches, stages=(CountingStage(),))
+    state, hist = run_steps((2, 2, 2), batches, stages=(HalvingStage(),))
     metrics, emitted = hist[-1]
-    assert int(metrics["counter/seen"]) == 2
-    assert np.isfinite(emitted[0]["mean_logit"])
-    assert int(state.stage_states[0]["seen"]) == 2
-    assert any(float(np.abs(x).max()) > 0 for x in jax.tree.leaves(state.stage_states[0]["residual"]))
+    assert int(metrics["halver/seen"]) == 2
+    assert np.isfinite(emitted["halver"]["logit_sum"])
+    assert int(state.stage_states["halver"]["seen"]) == 2
+    # The residual holds exactly the halved gradients the optimizer saw, summed over the two steps.
+    plain, _ = run_steps((1, 1, 1), batches[:1], stages=(HalvingStage(),))
+    assert any(float(np.abs(x).max()) > 0 for x in jax.tree.leaves(plain.stage_states["halver"]["residual"]))
 
 
 def test_same_inputs_same_results():

@@ -1,35 +1,27 @@
-"""Join the processes of one job with `jax.distributed`, wherever the job was started.
+"""Where this process sits in a multi-process job, read from the scheduler's environment.
 
-Every process of a multi-process job calls `initialize()` first thing in `main`, before
-anything touches a JAX device. `initialize()` works out the cluster in this order, field
-by field:
+Pure functions of an environment mapping (no JAX import, no network), so they can be tested
+on recorded environments and used by the launcher and the topology planner without joining
+anything. `holo_jax.runtime.distributed.initialize()` joins the job these functions describe.
 
-1. its explicit arguments;
+Values are resolved in this order, field by field:
+
+1. explicit arguments (`resolve_cluster`);
 2. `HOLO_COORDINATOR` / `HOLO_NUM_PROCESSES` / `HOLO_PROCESS_ID` (set by
    `python -m experiments.launch_local`, or by hand in a pod spec);
 3. the scheduler's own variables: Open MPI (`mpirun`), PyTorch-style
    `MASTER_ADDR`/`WORLD_SIZE`/`RANK` (Kubeflow PyTorchJob, torchrun), Slurm (`srun`),
    Kubernetes indexed Jobs / JobSets;
-4. nothing found: a single process, and `initialize()` does nothing.
+4. nothing found: a single process.
 
-What we take from JAX's own cluster detection (`jax._src.clusters`) and why we do not
-simply call `jax.distributed.initialize()` with no arguments:
-
-- JAX's detectors read the global `os.environ` at call time, so they can neither be
-  tested on a recorded environment nor report a cluster without joining it. Ours are pure
-  functions of a mapping (`detect_cluster(environ)`), used for logs and by the topology
-  planner as well.
-- We keep JAX's conventions so both agree on the same job: the Slurm and Open MPI
-  coordinator ports derived from the job id, JAX's Kubernetes port, and JAX's overrides
-  `JAX_COORDINATOR_ADDRESS`, `JAX_COORDINATOR_PORT` and `JAX_LOCAL_DEVICE_IDS`. The tests
-  check our Slurm and Open MPI answers against JAX's `SlurmCluster` and `OmpiCluster`.
-- We add what JAX lacks: full Slurm hostlist expansion, Open MPI 5 (no
-  `OMPI_MCA_orte_hnp_uri`) via `MASTER_ADDR`, Kubernetes without API access or the
-  `kubernetes` package, PyTorch-style variables, and a device policy that does not pin a
-  one-process-per-node job to its first GPU (JAX pins every Slurm/Open MPI process to
-  device `local rank`: jax-ml/jax#16788).
-- We then pass every value explicitly with `cluster_detection_method="deactivate"`, so
-  JAX cannot replace a value we resolved with a different guess of its own.
+We keep JAX's conventions (`jax._src.clusters`) so both agree on the same job: the Slurm and
+Open MPI coordinator ports derived from the job id, JAX's Kubernetes port, and JAX's overrides
+`JAX_COORDINATOR_ADDRESS`, `JAX_COORDINATOR_PORT` and `JAX_LOCAL_DEVICE_IDS`; the tests check
+our Slurm and Open MPI answers against JAX's `SlurmCluster` and `OmpiCluster`. We add what JAX
+lacks: full Slurm hostlist expansion, Open MPI 5 (no `OMPI_MCA_orte_hnp_uri`) via
+`MASTER_ADDR`, Kubernetes without API access or the `kubernetes` package, PyTorch-style
+variables, and a device policy that does not pin a one-process-per-node job to its first GPU
+(JAX pins every Slurm/Open MPI process to device `local rank`: jax-ml/jax#16788).
 """
 from __future__ import annotations
 
@@ -37,11 +29,7 @@ import dataclasses
 import logging
 import os
 import re
-import socket
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
-
-import jax
 
 from holo_jax.errors import HoloError
 
@@ -61,8 +49,6 @@ HOLO_K8S_SUBDOMAIN = "HOLO_K8S_SUBDOMAIN"
 _EPHEMERAL_TOP_PORTS = (65535 - 2**12 + 1, 2**12)
 _FIXED_DEFAULT_PORT = 55527
 
-DEFAULT_TIMEOUT_S = 300  # jax.distributed's own default for joining
-
 
 @dataclasses.dataclass(frozen=True)
 class ClusterEnv:
@@ -81,7 +67,7 @@ class ClusterEnv:
 
     def __post_init__(self) -> None:
         # Validate on construction so that no invalid ClusterEnv can exist.
-        _split_address(self.coordinator_address, self.source)
+        split_address(self.coordinator_address, self.source)
         if self.num_processes < 1:
             raise HoloError(f"process count {self.num_processes} (from {self.source}) must be at least 1")
         if not 0 <= self.process_id < self.num_processes:
@@ -159,7 +145,7 @@ def _env_int(environ: Mapping[str, str], name: str) -> int | None:
         raise HoloError(f"{name}={raw!r} is not an integer; fix or unset it") from None
 
 
-def _split_address(address: str, source: str) -> tuple[str, int]:
+def split_address(address: str, source: str) -> tuple[str, int]:
     """`host:port` or `[ipv6]:port` -> (host, port), or a HoloError naming `source`."""
     match = re.fullmatch(r"(\[[^\]\s]+\]|[^\s:\[\]]+):(\d+)", address.strip())
     port = int(match.group(2)) if match else 0
@@ -454,106 +440,3 @@ def resolve_cluster(
                             "and no cluster was detected to supply the rest: pass all three")
         return None
     return explicit.over(detected).finish()
-
-
-# ---------------------------------------------------------------------------------------
-# Joining
-
-
-def _check_coordinator_port(cluster: ClusterEnv) -> None:
-    """Raise HoloError if process 0 cannot bind the coordinator port.
-
-    When the port is taken, jaxlib 0.10.2 sometimes raises and sometimes segfaults, so we look
-    first. The probe binds where JAX's coordinator binds by default (every address, [::]),
-    with SO_REUSEADDR as gRPC does, so only a live socket on the port counts as taken.
-    """
-    if os.environ.get("JAX_COORDINATOR_BIND_ADDRESS"):
-        return  # the user chose the bind address; JAX reports what happens there
-    _, port = _split_address(cluster.coordinator_address, cluster.source)
-    try:
-        probe, any_address = socket.socket(socket.AF_INET6, socket.SOCK_STREAM), "::"
-    except OSError:  # no IPv6 in this kernel
-        probe, any_address = socket.socket(socket.AF_INET, socket.SOCK_STREAM), "0.0.0.0"
-    with probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((any_address, port))
-        except OSError as e:
-            raise HoloError(f"process 0 cannot open the coordinator port {port} ({e.strerror}); "
-                            f"pick another port (launch_local --port, or the coordinator address)") from e
-
-_joined: ClusterEnv | None = None  # the cluster this process joined, for describe()
-
-
-def initialize(
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
-    *,
-    local_device_ids: Sequence[int] | None = None,
-    cpu_collectives: Literal["gloo", "mpi"] = "gloo",
-    timeout_s: int = DEFAULT_TIMEOUT_S,
-) -> ClusterEnv | None:
-    """Join this process to its job (see the module docstring for where values come from).
-
-    Call it before anything creates JAX devices. Returns the cluster, or None when there is
-    none; with no cluster or a one-process cluster this is a no-op. A second call returns
-    the first call's cluster (None if JAX was joined directly via jax.distributed).
-
-    A process that cannot reach its peers within `timeout_s` is aborted by JAX's runtime
-    (a C++ fatal error, not an exception): check the other processes' logs first.
-    """
-    global _joined
-    if jax.distributed.is_initialized():
-        return _joined
-    cluster = resolve_cluster(coordinator_address, num_processes, process_id,
-                              local_device_ids=local_device_ids)
-    if cluster is None or cluster.num_processes == 1:
-        return cluster  # no peers to meet: skip the coordinator (and its port) entirely
-
-    # Private, but it is exactly the check jax.distributed.initialize makes; checking first
-    # turns its RuntimeError into advice before any configuration changes.
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():
-        raise HoloError("initialize() ran after JAX had created its devices; call it first thing in main, "
-                        "before jax.devices(), any jnp operation or jit")
-    if cluster.process_id == 0:
-        _check_coordinator_port(cluster)
-    # Cross-process computations on the CPU backend need a collectives implementation, and it
-    # is fixed when the backend is created. gloo is this jax's default; setting it anyway
-    # keeps runs independent of that default and lets a user pick MPI instead.
-    jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-    logger.info("joining %d processes as process %d through %s (from %s)", cluster.num_processes,
-                cluster.process_id, cluster.coordinator_address, cluster.source)
-    try:
-        jax.distributed.initialize(
-            coordinator_address=cluster.coordinator_address,
-            num_processes=cluster.num_processes,
-            process_id=cluster.process_id,
-            local_device_ids=None if cluster.local_device_ids is None else list(cluster.local_device_ids),
-            cluster_detection_method="deactivate",
-            initialization_timeout=timeout_s,
-        )
-    except jax.errors.JaxRuntimeError as e:  # e.g. process 0 cannot bind the coordinator port
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise HoloError(f"process {cluster.process_id} could not join {cluster.coordinator_address} "
-                        f"({reason}); check that the port is free on process 0's host and reachable "
-                        f"from the others") from e
-    # Every process must create its devices now: the processes exchange their device lists
-    # while starting up, and one that waits lazily stalls the others until they time out.
-    jax.devices()
-    _joined = cluster
-    return cluster
-
-
-def describe() -> dict[str, int | str]:
-    """A small summary of this process's place in the job, for logs and metrics headers."""
-    return {
-        "process_index": jax.process_index(),
-        "process_count": jax.process_count(),
-        "local_device_count": jax.local_device_count(),
-        "device_count": jax.device_count(),
-        "platform": jax.default_backend(),
-        "cluster": _joined.source if _joined is not None else "single process",
-    }

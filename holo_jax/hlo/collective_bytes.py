@@ -17,8 +17,9 @@ bandwidth-optimal algorithm (the accounting behind NCCL's "bus bandwidth"):
     collective-permute  size, if the device sends to another device
 
 A collective inside a loop body (a scanned layer stack's backward pass reduces each layer's
-gradients in the loop) runs once per iteration: `count` is read from the loop's
-`known_trip_count`, and a collective under a loop of unknown trip count is refused.
+gradients in the loop) runs once per iteration: `count` is how often its computation runs
+(`holo_jax.hlo.walk`: loop bodies times their `known_trip_count`, conditional branches as an
+upper bound), and a collective under a loop of unknown trip count is refused.
 
 Replica groups come in the three forms XLA prints: explicit `{{0,1},{2,3}}`, iota
 `[4,2]<=[2,4]T(1,0)` and named `mesh['axis_0'=2,'axis_1'=4], device_ids=(...) {'axis_0'}`.
@@ -36,9 +37,9 @@ from typing import Iterable
 import numpy as np
 from jax.sharding import AbstractMesh, Mesh
 
+from holo_jax.hlo.walk import executions, parse
+
 _OPS = ("all-reduce", "all-gather", "all-to-all", "reduce-scatter", "collective-permute")
-_INSTRUCTION = re.compile(
-    r"^\s*(?:ROOT\s+)?%?[\w.\-]+ = (?P<type>.+?) (?P<op>" + "|".join(_OPS) + r")(?P<start>-start)?\((?P<rest>.*)$")
 _SHAPE = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
                 "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
@@ -46,11 +47,6 @@ _EXPLICIT = re.compile(r"replica_groups=\{((?:\{[\d,]*\},?)*)\}")
 _IOTA = re.compile(r"replica_groups=\[(\d+),(\d+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?")
 _NAMED = re.compile(r"replica_groups=mesh\[([^\]]*)\](?:, device_ids=\(\[([\d,]+)\](?:T\(([\d,]+)\))?\))? \{([^}]*)\}")
 _PAIRS = re.compile(r"source_target_pairs=\{((?:\{\d+,\d+\},?)*)\}")
-_COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{$")
-_CALLEE = re.compile(r"\b(?:condition|calls|to_apply|true_computation|false_computation)=%([\w.\-]+)")
-_BODY = re.compile(r"\bbody=%([\w.\-]+)")
-_BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
-_TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,64 +116,21 @@ def _wire_bytes(op: str, size: int, group: int) -> float:
     return float(size)  # collective-permute
 
 
-def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str]:
-    """Instruction lines per computation name, and the entry computation's name."""
-    bodies: dict[str, list[str]] = {}
-    entry, current = "", None
-    for line in hlo_text.splitlines():
-        if current is None:
-            if m := _COMPUTATION.match(line):
-                current = m.group(1)
-                bodies[current] = []
-                entry = current if line.startswith("ENTRY") else entry
-        elif line == "}":
-            current = None
-        else:
-            bodies[current].append(line)
-    return bodies, entry
-
-
-def _execution_counts(bodies: dict[str, list[str]], entry: str) -> dict[str, int | None]:
-    """How often each computation runs per program run; None under a loop of unknown trip count."""
-    edges: dict[str, list[tuple[str, int | None]]] = {name: [] for name in bodies}
-    for name, lines in bodies.items():
-        for line in lines:
-            edges[name] += [(callee, 1) for callee in _CALLEE.findall(line)]
-            for branches in _BRANCHES.findall(line):
-                edges[name] += [(b.strip().lstrip("%"), 1) for b in branches.split(",")]
-            if m := _BODY.search(line):
-                trips = _TRIP_COUNT.search(line)
-                edges[name].append((m.group(1), int(trips.group(1)) if trips else None))
-    counts: dict[str, int | None] = {}
-
-    def visit(name: str, times: int | None) -> None:
-        previous = counts.get(name, 0)
-        counts[name] = None if previous is None or times is None else previous + times
-        for callee, weight in edges.get(name, ()):
-            visit(callee, None if times is None or weight is None else times * weight)
-
-    visit(entry, 1)
-    return counts
-
-
 def collectives(hlo_text: str, mesh: Mesh | AbstractMesh) -> list[Collective]:
     """Every collective in the compiled module `hlo_text` (of a program jitted over `mesh`)."""
-    bodies, entry = _computations(hlo_text)
-    counts = _execution_counts(bodies, entry)
     found = []
-    for name, lines in bodies.items():
-        for line in lines:
-            m = _INSTRUCTION.match(line)
-            if m is None or counts.get(name, 0) == 0:
+    for computation, count in executions(parse(hlo_text)):
+        for inst in computation.instructions:
+            op = inst.opcode.removesuffix("-start")
+            if op not in _OPS or count == 0:
                 continue
-            count, op, attrs = counts[name], m.group("op"), m.group("rest")
             if count is None:
                 raise ValueError(f"a {op} runs inside a loop of unknown trip count; its bytes per step are unknown")
-            if m.group("start") and op != "all-reduce":
+            if inst.opcode != op and op != "all-reduce":
                 raise ValueError(f"asynchronous {op}-start is not supported; read wire bytes from a CPU compile")
             result = tuple((dt, _DTYPE_BYTES[dt] * math.prod(int(d) for d in dims.split(",") if d))
-                           for dt, dims in _SHAPE.findall(m.group("type")))
-            size = sum(b for _, b in result)
+                           for dt, dims in _SHAPE.findall(inst.shape))
+            size, attrs = sum(b for _, b in result), inst.attributes
             if op == "collective-permute":
                 pairs = [tuple(int(i) for i in p.split(","))
                          for p in re.findall(r"\{(\d+,\d+)\}", _PAIRS.search(attrs).group(1))]

@@ -1,28 +1,14 @@
-"""Cluster detection on recorded scheduler environments, and real 2-process runs over loopback."""
+"""Cluster detection on recorded scheduler environments, and `initialize()` in this process."""
 from __future__ import annotations
 
-import json
 import os
-import queue
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
-from typing import IO
 
 import jax
 import pytest
 
-from experiments import launch_local
 from holo_jax.errors import HoloError
-from holo_jax.parallel import distributed
-from holo_jax.parallel.distributed import ClusterEnv, detect_cluster, expand_hostlist, resolve_cluster
+from holo_jax.runtime import ClusterEnv, detect_cluster, distributed, expand_hostlist, resolve_cluster
 
-REPO = Path(__file__).resolve().parents[2]
-JOBS = "tests.parallel._distributed_jobs"
 # What `srun -N2 --ntasks-per-node=2` sets for task 3 (real variable names, made-up values).
 SLURM_STEP = {
     "SLURM_JOB_ID": "81234",
@@ -208,121 +194,3 @@ def test_initialize_after_devices_exist_raises(no_cluster_env: None) -> None:
     with pytest.raises(HoloError, match="first thing in main"):
         distributed.initialize("127.0.0.1:1", 2, 0)
     assert not jax.distributed.is_initialized()
-
-
-# ----------------------------------------------------------------------------- launching
-
-
-def test_xla_flags_with_device_count() -> None:
-    flags = "--xla_cpu_foo=1 --xla_force_host_platform_device_count=8 --xla_bar"
-    assert launch_local.xla_flags_with_device_count(flags, 4) == (
-        "--xla_cpu_foo=1 --xla_bar --xla_force_host_platform_device_count=4")
-    assert launch_local.xla_flags_with_device_count("", 2) == "--xla_force_host_platform_device_count=2"
-
-
-def _launcher_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "experiments.launch_local", *args]
-
-
-def _env() -> dict[str, str]:
-    # Children find the repo's packages however pytest was started.
-    return os.environ | {"PYTHONPATH": str(REPO)}
-
-
-@pytest.mark.timeout(120)
-def test_two_processes_sum_a_global_array() -> None:
-    result = subprocess.run(
-        _launcher_command("--processes", "2", "--devices-per-process", "4", "--timeout", "90",
-                          "--", JOBS, "psum"),
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=110)
-    assert result.returncode == 0, result.stderr[-3000:]
-    # gloo prints "[Gloo] Rank ..." lines on stdout too; keep the JSON ones.
-    reports = {}
-    for line in result.stdout.splitlines():
-        prefix, _, payload = line.partition(" ")
-        if payload.startswith("{"):
-            reports[prefix] = json.loads(payload)
-    assert sorted(reports) == ["[p0]", "[p1]"]
-    rows = 2 * 4 * 3  # processes x devices x _distributed_jobs.ROWS_PER_DEVICE
-    expected = sum(range(rows * 2))  # the global array is arange(rows * 2)
-    for index, prefix in enumerate(["[p0]", "[p1]"]):
-        report = reports[prefix]
-        assert report["process_index"] == index
-        assert (report["process_count"], report["device_count"], report["local_device_count"]) == (2, 8, 4)
-        assert report["cluster"] == "HOLO_* variables" and report["second_initialize_is_noop"]
-        assert report["global_shape"] == [rows, 2]
-        assert report["sum"] == report["psum"] == expected
-
-
-@pytest.mark.timeout(60)
-def test_failing_process_stops_the_launch(capsys: pytest.CaptureFixture[str]) -> None:
-    start = time.monotonic()
-    status = launch_local.launch(2, 1, JOBS, ["fail"], timeout=45, env=_env(), grace_s=5)
-    assert status == 1  # process 1's status, while process 0 was still waiting for it
-    assert time.monotonic() - start < 30
-    err = capsys.readouterr().err
-    assert "[p1] RuntimeError: process 1 fails on purpose" in err
-    assert "p1 exited with status 1" in err
-
-
-@pytest.mark.timeout(60)
-def test_busy_coordinator_port_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    # The coordinator binds [::]:port, so hold the port on the IPv6 wildcard address.
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as busy:
-        busy.bind(("::", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        status = launch_local.launch(2, 1, JOBS, ["psum"], timeout=45, env=_env(), port=port, grace_s=5)
-    assert status == 1
-    err = capsys.readouterr().err
-    assert f"HoloError: process 0 cannot open the coordinator port {port}" in err
-
-
-def _read_lines(stream: IO[str], lines: queue.Queue[str]) -> None:
-    for line in stream:
-        lines.put(line.rstrip("\n"))
-
-
-@pytest.mark.timeout(60)
-def test_sigterm_to_the_launcher_is_forwarded(tmp_path: Path) -> None:
-    launcher = subprocess.Popen(
-        _launcher_command("--processes", "2", "--devices-per-process", "1", "--grace", "10",
-                          "--", JOBS, "wait-for-sigterm", str(tmp_path)),
-        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=_read_lines, args=(launcher.stdout, lines), daemon=True).start()
-        ready: set[str] = set()
-        while ready != {"[p0] ready", "[p1] ready"}:
-            ready.add(lines.get(timeout=30))
-        launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(timeout=30) == 128 + signal.SIGTERM
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    # Both children ran their SIGTERM handler to the end, as a checkpoint save would.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["p0.sigterm", "p1.sigterm"]
-
-
-@pytest.mark.timeout(60)
-def test_timeout_stops_the_processes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status = launch_local.launch(2, 1, JOBS, ["wait-for-sigterm", str(tmp_path)], timeout=2,
-                                 env=_env(), grace_s=10)
-    assert status == launch_local.TIMEOUT_EXIT_STATUS
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["p0.sigterm", "p1.sigterm"]
-    assert "timed out after 2 s" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["--processes", "0", "--devices-per-process", "4", "--", JOBS], "--processes must be at least 1"),
-    (["--processes", "2", "--devices-per-process", "0", "--", JOBS], "--devices-per-process must be"),
-    (["--processes", "2", "--devices-per-process", "4", JOBS], "put `--` between"),
-    (["--processes", "2", "--devices-per-process", "4", "--"], "name the module"),
-    (["--processes", "2", "--devices-per-process", "4", "--", "no_such.module"], "cannot find module"),
-])
-def test_launcher_user_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as caught:
-        launch_local.main(argv)
-    assert caught.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import AbstractMesh, AxisType, Mesh, PartitionSpec as P
 
-from holo_jax.parallel.hlo_bytes import collectives, wire_bytes, wire_bytes_by_dtype
+from holo_jax.hlo import collectives, wire_bytes, wire_bytes_by_dtype
 
 # Shaped like XLA's CPU output: a loop body holding an all-reduce, and the three group formats.
 MODULE = """HloModule demo

@@ -1,13 +1,19 @@
-"""Tiny jobs that tests/parallel/test_distributed.py runs under experiments.launch_local.
+"""Tiny jobs that tests/runtime/test_launch_local.py runs under experiments.launch_local.
 
-    python -m tests.parallel._distributed_jobs psum
+    python -m tests.runtime._distributed_jobs psum
         join the processes (twice: the second call must be a no-op), sum a global array
         built from per-process data, print one JSON line per process
-    python -m tests.parallel._distributed_jobs fail
+    python -m tests.runtime._distributed_jobs fail
         process 1 raises once process 0 is inside initialize(), waiting for it
-    python -m tests.parallel._distributed_jobs wait-for-sigterm MARKER_DIR
+    python -m tests.runtime._distributed_jobs wait-for-sigterm MARKER_DIR
         print "ready", then on SIGTERM take a moment (as a checkpoint would), write
         MARKER_DIR/p<i>.sigterm and exit 0
+    python -m tests.runtime._distributed_jobs sleep
+        print "ready <pid>" and sleep (ignoring SIGTERM, as a process stuck in a collective
+        would), so only SIGKILL ends it
+    python -m tests.runtime._distributed_jobs die HOW
+        process 1 prints "dying <pid>" and exits with status HOW (a number) or kills itself
+        with signal HOW (a name such as SIGKILL); process 0 waits for SIGTERM
 
 jax is imported only by the modes that need it, so the signal tests start fast.
 """
@@ -26,7 +32,7 @@ ROWS_PER_DEVICE = 3
 
 
 def psum() -> None:
-    from holo_jax.parallel import distributed
+    from holo_jax.runtime import distributed
 
     cluster = distributed.initialize(timeout_s=60)
     again = distributed.initialize(timeout_s=60)  # must be a no-op returning the same cluster
@@ -76,7 +82,7 @@ def fail() -> None:
                     raise
                 time.sleep(0.05)
         raise RuntimeError("process 1 fails on purpose")
-    from holo_jax.parallel import distributed
+    from holo_jax.runtime import distributed
 
     distributed.initialize(timeout_s=60)  # blocks: process 1 never arrives
 
@@ -95,6 +101,24 @@ def wait_for_sigterm(marker_dir: str) -> None:
     raise SystemExit("no SIGTERM arrived")
 
 
+def sleep() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print(f"ready {os.getpid()}", flush=True)
+    time.sleep(120)  # the test kills the launcher long before this ends
+    raise SystemExit("nobody killed this process")
+
+
+def die(how: str) -> None:
+    if os.environ["HOLO_PROCESS_ID"] != "1":
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+        time.sleep(120)
+        raise SystemExit("no SIGTERM arrived")
+    print(f"dying {os.getpid()}", flush=True)
+    if how.isdigit():
+        raise SystemExit(int(how))
+    os.kill(os.getpid(), signal.Signals[how])
+
+
 if __name__ == "__main__":
     mode, *rest = sys.argv[1:]
-    {"psum": psum, "fail": fail, "wait-for-sigterm": wait_for_sigterm}[mode](*rest)
+    {"psum": psum, "fail": fail, "wait-for-sigterm": wait_for_sigterm, "sleep": sleep, "die": die}[mode](*rest)

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from holo_jax.memory import HloFlopsError, hlo_flops
+from holo_jax.hlo import HloFlopsError, hlo_flops
 
 LAYERS, N = 4, 64
 

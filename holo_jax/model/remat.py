@@ -1,11 +1,12 @@
-"""Named rematerialisation policies, applied per scanned layer.
+"""The decoder's checkpoint tags and the named rematerialisation policies built from them.
 
-A policy decides which intermediate values of a layer's forward pass are kept for the
-backward pass; the rest are recomputed (or, for the offload variants, parked in pinned host
-memory and copied back). They are built from `jax.checkpoint_policies` and the
-`checkpoint_name` tags the model puts on its projections (see
-`holo_jax.model.transformer.CHECKPOINT_NAMES`). A dict, not an if/elif chain, so a policy is
-one line and the planner (`holo_jax.memory.planner`) can enumerate them.
+The decoder tags its projections with `checkpoint_name(x, tag)`; a policy, applied per scanned
+layer, decides which intermediate values of the forward pass are kept for the backward pass and
+which are recomputed (or, for the offload variants, parked in pinned host memory and copied
+back). The tags and the policies that name them live here together, so a tag cannot be renamed
+without the policies seeing it (tests/model checks every name against a traced model). A dict,
+not an if/elif chain, so a policy is one line and the planner (`holo_jax.memory`) can enumerate
+them.
 """
 from __future__ import annotations
 
@@ -17,15 +18,16 @@ from holo_jax.errors import HoloError
 
 cp = jax.checkpoint_policies
 
+# The `checkpoint_name` tags the decoder puts on its projections (`holo_jax.model.transformer`).
+QKV_NAMES = ("query_proj", "key_proj", "value_proj")
+CHECKPOINT_NAMES = (*QKV_NAMES, "attention_out", "mlp_hidden", "mlp_out")
+
 # `model.remat` value that asks the trainer to choose a policy with the planner.
 AUTO = "auto"
 # `model.remat`'s default: the trainer plans (`auto`) where a per-device budget is known and uses
 # "none" elsewhere (`holo_jax.memory.resolve_remat`). A model built directly, outside the trainer,
 # treats it as "none".
 DEFAULT = "default"
-
-_QKV = ("query_proj", "key_proj", "value_proj")
-_PROJECTIONS = (*_QKV, "attention_out", "mlp_hidden", "mlp_out")
 
 
 def _offload(*names: str) -> Callable:
@@ -42,13 +44,13 @@ REMAT_POLICIES: dict[str, Callable | None] = {
     "full": cp.nothing_saveable,  # save nothing: recompute the whole layer
     "dots": cp.dots_saveable,  # keep matmul outputs (attention scores too), recompute elementwise ops
     "dots_no_batch": cp.dots_with_no_batch_dims_saveable,  # keep only weight matmuls
-    "save_qkv": cp.save_only_these_names(*_QKV),
+    "save_qkv": cp.save_only_these_names(*QKV_NAMES),
     "save_attention_out": cp.save_only_these_names("attention_out"),
-    "minimal": cp.save_only_these_names(*_PROJECTIONS),  # every named projection
+    "minimal": cp.save_only_these_names(*CHECKPOINT_NAMES),  # every named projection
     # Offload variants: the same choices, but the kept values live in host memory.
     "offload_dots_no_batch": cp.offload_dot_with_no_batch_dims("device", "pinned_host"),
-    "offload_qkv": _offload(*_QKV),
-    "offload_minimal": _offload(*_PROJECTIONS),
+    "offload_qkv": _offload(*QKV_NAMES),
+    "offload_minimal": _offload(*CHECKPOINT_NAMES),
 }
 
 # Policies whose saving is host memory. Where host and device memory are the same RAM (CPU)
