@@ -142,7 +142,7 @@ def best_within_flops_limit(policies: dict) -> dict:
 def auto_demo(cfg, none_peak_bytes: int) -> dict:
     from holo_jax.config import MemoryConfig
     from holo_jax.errors import HoloError
-    from holo_jax.train.events import EventLog
+    from holo_jax.train.jsonl import read_jsonl
     from holo_jax.train.loop import train
 
     budget = int(AUTO_DEMO_BUDGET_FRACTION * none_peak_bytes)
@@ -159,7 +159,7 @@ def auto_demo(cfg, none_peak_bytes: int) -> dict:
             # figures above still stand, so report the planner's sentence instead of failing the run.
             return {**stated, "chosen": None, "completed_steps": 0, "error": str(e)}
         seconds = time.perf_counter() - t0
-        (plan,) = [e for e in EventLog(os.path.join(workdir, "events.jsonl")).read() if e["kind"] == "remat_plan"]
+        (plan,) = [e for e in read_jsonl(os.path.join(workdir, "events.jsonl")) if e["kind"] == "remat_plan"]
     return {
         **stated,
         "chosen": f"{plan['policy']} x{plan['microbatches']}",

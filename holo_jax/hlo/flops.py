@@ -60,7 +60,8 @@ def _instruction_flops(inst: Instruction, shapes: dict[str, str]) -> float:
     """FLOPs of one execution of `inst` itself (computations it calls are counted where they are)."""
     if inst.opcode == "dot":
         return _matmul_flops(inst.shape, shapes[inst.operands[0]], _DIMS.search(inst.attributes).group(1))
-    if inst.opcode == "custom-call" and '"__cublas$' in inst.attributes and (gemm := _GEMM_DIMS.search(inst.attributes)):
+    gemm = _GEMM_DIMS.search(inst.attributes) if inst.opcode == "custom-call" else None
+    if gemm and '"__cublas$' in inst.attributes:
         result = _ARRAY.search(inst.shape).group(0)  # cuBLAS returns a (result, workspace) tuple
         return _matmul_flops(result, shapes[inst.operands[0]], gemm.group(1))
     if inst.opcode in _ELEMENTWISE:

@@ -113,9 +113,13 @@ def make_train_step(task: Task, model: nn.Module, optimizer: optax.GradientTrans
         else:
             values, pull_back, (terms, stats) = jax.vjp(parts, params, has_aux=True)
             ones = jax.tree.map(jnp.ones_like, values)
-            (grads,) = pull_back(jax.tree.map(lambda x: scale * x, ones))
             term_grads = {n: pull_back({m: (v if m == n else jnp.zeros_like(v)) for m, v in ones.items()})[0]
                           for n in requested}
+            if set(requested) == set(values):
+                # Every term's gradient is at hand: the total is their sum, no further pull-back.
+                grads = jax.tree.map(lambda *g: scale * functools.reduce(operator.add, g), *term_grads.values())
+            else:
+                (grads,) = pull_back(jax.tree.map(lambda x: scale * x, ones))
         sums = as_float32({"terms": terms, "stats": stats, "term_grads": term_grads})
         return as_float32(grads), sums
 

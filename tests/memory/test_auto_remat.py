@@ -10,9 +10,8 @@ from experiments.configs.pretrain import tiny
 from holo_jax.config import CheckpointConfig, MemoryConfig
 from holo_jax.errors import HoloError
 from holo_jax.memory import resolve_remat
-from holo_jax.train.events import EventLog
+from holo_jax.train.jsonl import read_jsonl, read_metrics
 from holo_jax.train.loop import train
-from holo_jax.train.metrics_log import MetricsLog, read_jsonl
 
 
 def auto(budget_bytes: int, steps: int = 4, remat: str = "auto"):
@@ -26,7 +25,7 @@ def auto(budget_bytes: int, steps: int = 4, remat: str = "auto"):
 
 
 def plans(workdir) -> list[dict]:
-    return [e for e in EventLog(workdir / "events.jsonl").read() if e["kind"] == "remat_plan"]
+    return [e for e in read_jsonl(workdir / "events.jsonl") if e["kind"] == "remat_plan"]
 
 
 def test_auto_remat_follows_the_budget_across_a_resume(tmp_path, capsys):
@@ -36,7 +35,7 @@ def test_auto_remat_follows_the_budget_across_a_resume(tmp_path, capsys):
     assert (plan["policy"], plan["microbatches"]) == ("none", 1)
     assert "remat plan: budget" in capsys.readouterr().out
     none_peak = next(c["peak_bytes"] for c in plan["candidates"] if c["policy"] == "none")
-    first_row = read_jsonl(tmp_path / "metrics.jsonl")[0]
+    first_row = read_metrics(tmp_path / "metrics.jsonl")[0]
     assert (first_row["step"], first_row["remat_requested"], first_row["remat_policy"]) == (1, "auto", "none")
     assert first_row["remat_peak_bytes"] == none_peak and first_row["remat_budget_bytes"] == 2**40
 
@@ -46,7 +45,7 @@ def test_auto_remat_follows_the_budget_across_a_resume(tmp_path, capsys):
     plan = plans(tmp_path)[-1]
     assert plan["policy"] == "full" and plan["peak_bytes"] <= none_peak - 1
     # The resumed stretch's first row carries the new decision; other rows carry none.
-    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows if "remat_policy" in r] == [1, 3]
     assert rows[2]["remat_policy"] == "full" and rows[2]["remat_peak_bytes"] == plan["peak_bytes"]
 
@@ -62,10 +61,10 @@ def test_default_plans_where_a_budget_is_known_and_resumes_where_none_is(tmp_pat
     # compiled that one candidate only: no more start-up compiles than training without a planner.
     first = train(auto(budget_bytes=2**40, remat="default"), tmp_path, stop_after=2)
     assert first.final_step == 2
-    ((plan,), row) = plans(tmp_path), read_jsonl(tmp_path / "metrics.jsonl")[0]
+    ((plan,), row) = plans(tmp_path), read_metrics(tmp_path / "metrics.jsonl")[0]
     assert [(c["policy"], c["microbatches"]) for c in plan["candidates"]] == [("none", 1)]
     assert (row["remat_requested"], row["remat_policy"], row["remat_candidates"]) == ("default", "none", 1)
-    recorded = json.loads((tmp_path / "config.json").read_text())
+    recorded = json.loads((tmp_path / "config.json").read_text())["config"]
     assert recorded["model"]["remat"] == "default"  # as asked, not as this machine resolved it
 
     # Resumed where no budget is known (a CPU, memory.budget_bytes unset): the same recorded config
@@ -73,8 +72,8 @@ def test_default_plans_where_a_budget_is_known_and_resumes_where_none_is(tmp_pat
     second = train(auto(budget_bytes=0, remat="default"), tmp_path)
     assert second.reason == "completed" and second.final_step == 4
     assert len(plans(tmp_path)) == 1
-    assert json.loads((tmp_path / "config.json").read_text())["model"] == recorded["model"]
-    row = read_jsonl(tmp_path / "metrics.jsonl")[2]
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["model"] == recorded["model"]
+    row = read_metrics(tmp_path / "metrics.jsonl")[2]
     assert row["step"] == 3 and "loss" in row
     assert (row["remat_requested"], row["remat_policy"], row["remat_microbatches"]) == ("default", "none", 1)
     assert "remat_peak_bytes" not in row
@@ -96,19 +95,3 @@ def test_resolve_remat_default_follows_what_is_known_about_memory():
         resolve_remat("auto", 0, cpu)
     with pytest.raises(HoloError, match="unknown remat policy `dot`"):
         resolve_remat("dot", 0, gpu)
-
-
-def test_metrics_log_adds_a_decision_to_the_next_row_only(tmp_path):
-    log = MetricsLog(tmp_path, tensorboard=False)
-    calls = []
-    log._tb = types.SimpleNamespace(add_scalar=lambda *a: calls.append(("scalar", *a)),
-                                    add_text=lambda *a: calls.append(("text", *a)))
-    log.add_to_next_row({"remat_policy": "dots", "remat_peak_bytes": 7, "loss": -1.0}, text={"remat_plan": "a\nb"})
-    log.write(1, {"loss": 2.5})
-    log.write(2, {"loss": 2.0})
-    assert read_jsonl(tmp_path / "metrics.jsonl") == [
-        {"step": 1, "loss": 2.5, "remat_policy": "dots", "remat_peak_bytes": 7},  # the step's loss wins
-        {"step": 2, "loss": 2.0},
-    ]
-    assert ("scalar", "remat_peak_bytes", 7, 1) in calls and ("text", "remat_plan", "    a\n    b", 1) in calls
-    assert not [c for c in calls if c[1] == "remat_policy"]  # strings are not scalars

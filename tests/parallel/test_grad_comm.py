@@ -21,11 +21,13 @@ from holo_jax.hlo.collective_bytes import collectives, wire_bytes_by_dtype
 from holo_jax.parallel.mesh import build_mesh, cross_process_axes
 from holo_jax.train.checkpoint import Checkpointer
 from holo_jax.train.loop import train
-from holo_jax.train.metrics_log import read_jsonl
+from holo_jax.train.jsonl import read_jsonl, read_metrics
 from holo_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from holo_jax.train.stages import Stage
 from holo_jax.train.state import abstract_train_state, count_params, init_train_state
+from holo_jax.train.stats import Stat
 from holo_jax.train.step import jit_train_step, make_train_step
+from holo_jax.train.tasks import NextTokenLM
 from tests.train.helpers import TINY, random_batch
 
 MARKER = 300  # a token id inside the padded vocabulary that random batches never contain
@@ -40,7 +42,7 @@ class PoisonMarkedRows(Stage):
 
     def loss(self, params, stage_state, batch, outputs, key):
         marked = jnp.any(batch["inputs"][:, 0] == MARKER)
-        return jnp.where(marked, jnp.nan, 0.0) * outputs["logits"].mean(), {}
+        return {"nan": Stat(jnp.where(marked, jnp.nan, 0.0) * outputs["logits"].sum(), jnp.float32(1.0))}, {}
 
 
 @dataclasses.dataclass
@@ -61,7 +63,7 @@ def _compile(mesh_shape, grad_comm_cfg, microbatches=1, rows=16, model_cfg=TINY)
     state, shardings = init_train_state(model, (jnp.zeros((1, model_cfg.max_len), jnp.int32),), opt, stages, mesh,
                                         grad_comm=grad_comm)
     batch = random_batch(rows=rows)
-    step = jit_train_step(make_train_step(model, opt, learning_rate_schedule(OPTIM, STEPS), stages, mesh, microbatches,
+    step = jit_train_step(make_train_step(NextTokenLM(), model, opt, learning_rate_schedule(OPTIM, STEPS), stages, mesh, microbatches,
                                           grad_comm=grad_comm), shardings, batch, mesh)
     with jax.set_mesh(mesh):
         compiled = step.lower(state, batch).compile()
@@ -160,8 +162,14 @@ def test_int4_on_a_mesh_with_fsdp_and_tensor_sends_packed_bytes_over_data_only(r
     assert by_dtype.get("f32", 0) < 0.1 * by_dtype["u8"] and "s8" not in by_dtype
     owned = c.state.grad_comm.residuals.owned
     assert owned.sharding.spec == P("data", ("fsdp", "tensor"), None)
-    _, losses = _train(c, [random_batch(rows=16, seed=0)])
-    assert np.isfinite(losses[0])
+    # It trains: losses after updates (not only the first, computed before any) follow exact fp32's.
+    exact = _compile((2, 2, 2), GradCommConfig(), microbatches=2)
+    batches = [random_batch(rows=16, seed=s % 2) for s in range(STEPS)]
+    _, exact_losses = _train(exact, batches)
+    _, losses = _train(c, batches)
+    assert exact_losses[-1] < exact_losses[0] - 0.3
+    np.testing.assert_allclose(losses[1:], exact_losses[1:], rtol=1e-2)
+    assert abs(losses[-1] - exact_losses[-1]) > 0  # int4 really ran: not bit-identical to fp32
 
 
 def _f32_gathered_over_fsdp_or_tensor(c: Compiled) -> float:
@@ -310,7 +318,7 @@ def test_two_processes_train_like_one_with_int8(tmp_path, require_devices):
     for k, v in settings.items():
         args += ["--set", f"{k}={v}"]
     assert launch(2, 4, "experiments.pretrain", args, timeout=300) == 0
-    one, two = (read_jsonl(tmp_path / run / "metrics.jsonl") for run in ("one", "two"))
+    one, two = (read_metrics(tmp_path / run / "metrics.jsonl") for run in ("one", "two"))
     # The run records what the mesh resolved: `data` crosses the processes, in islands of 4.
     start = next(e for e in read_jsonl(tmp_path / "two" / "events.jsonl") if e["kind"] == "run_start")
     assert start["config"]["grad_comm"]["axes"] == ["data"] and start["config"]["grad_comm"]["island"] == 4
