@@ -234,7 +234,7 @@ def allreduce_seconds(size: int, repeats: int, links: list[str]) -> dict:
 
 def final_loss(steps: int, out_dir: Path) -> dict:
     from holo_jax.train.loop import train
-    from holo_jax.train.metrics_log import read_jsonl
+    from holo_jax.train.jsonl import read_metrics
 
     curves, evals, seconds = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -248,7 +248,7 @@ def final_loss(steps: int, out_dir: Path) -> dict:
                 raise HoloError(f"the {name} convergence run stopped early at step {result.final_step} of {steps} "
                                 f"({result.reason}), so there is no final loss to compare; rerun with --parts "
                                 f"loss to measure it")
-            rows = read_jsonl(Path(tmp) / name / "metrics.jsonl")
+            rows = read_metrics(Path(tmp) / name / "metrics.jsonl")
             curves[name] = [(r["step"], r["loss"]) for r in rows]
             last_eval = next((r["eval_loss"] for r in reversed(rows) if "eval_loss" in r), None)
             if last_eval is None or not curves[name]:

@@ -7,6 +7,7 @@ detected from the environment) or explicit --coordinator/--num-processes/--proce
 from __future__ import annotations
 
 import argparse
+import importlib
 import dataclasses
 import json
 import os
@@ -25,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="total length of the run (the LR schedule follows it)")
     p.add_argument("--stop-after", type=int, help="save and stop after this step, as a preemption would")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (e.g. one that registers stage kinds for --set stages=KIND)")
     p.add_argument("--coordinator", help="host:port of process 0 for multi-process runs")
     p.add_argument("--num-processes", type=int)
     p.add_argument("--process-id", type=int)
@@ -42,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.configs import pretrain as configs
 
     initialize(args.coordinator, args.num_processes, args.process_id)
+    for module in args.plugin:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise HoloError(f"--plugin {module} cannot be imported ({e}); give an importable module name.") from None
     cfg = override(configs.get(args.config), args.set)
     if args.steps is not None:
         if args.steps < 1:

@@ -1,5 +1,6 @@
-"""Parallelism: the device mesh, logical-axis sharding rules, multi-process start-up, and
-communication-efficient gradient aggregation (quantized all-reduce with error feedback)."""
+"""Parallelism: the device mesh, logical-axis sharding rules, and how gradients are averaged over
+data-parallel replicas (exact, or a quantized all-reduce with error feedback). Joining the
+processes of a job is `holo_jax.runtime`; choosing the mesh for a topology is `holo_jax.topology`."""
 from holo_jax.parallel.collectives import (
     hierarchical_quantized_pmean, pmean_error_bound, quantized_pmean, quantized_psum, two_phase_pmean,
 )

@@ -2,7 +2,7 @@
 
 `fp32` is the compiler's exact all-reduce (hierarchical NCCL rings, priced by `cost.all_reduce_s`
 at the workload's gradient width). `bf16`, `int8` and `int4` are holo_jax's two-phase all-reduce
-(`holo_jax.parallel.collectives.two_phase_pmean` through `data_parallel.QuantizedMean`) over the
+(`holo_jax.parallel.collectives.two_phase_pmean` through `grad_comm.QuantizedMean`) over the
 `data` mesh axis, always with error feedback here: hierarchical where the data axis holds several
 devices of each host (a float32 reduce-scatter inside that island, the encoded exchange of each
 device's 1/island share across hosts, a float32 all-gather inside the island), flat otherwise.

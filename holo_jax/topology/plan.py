@@ -240,7 +240,7 @@ def evaluate_order(
     in_island = all(len({id(topology.island_of[topology.gpus[p].index]) for p in g}) == 1 for g in tensor_groups)
     comm_s, comm_link, groups = _comm(links, work, sizes, order)
     # With one replica the trainer's reduction is the exact one whatever is configured
-    # (data_parallel.make_grad_comm), so only fp32 is priced.
+    # (grad_comm_plan.make_grad_comm), so only fp32 is priced.
     schemes = work.grad_comm if sizes["data"] > 1 else ("fp32",)
     tried = []
     for scheme in schemes:
@@ -353,7 +353,7 @@ def _priced(links: LinkModel, rows: np.ndarray) -> list[GroupLink]:
 
 def _island(host_rows: np.ndarray) -> int:
     """The longest run of consecutive data-axis positions on one host, the same in every group and
-    tiling the axis: the float32 island `data_parallel._process_island` reduces first (1: flat)."""
+    tiling the axis: the float32 island `grad_comm_plan._process_island` reduces first (1: flat)."""
     groups, n = host_rows.shape
     for run in range(n, 1, -1):
         if n % run == 0:
@@ -367,7 +367,7 @@ def _grad_comm(links: LinkModel, work: Workload, sizes: dict[str, int], mesh: np
                data_links: list[GroupLink], scheme: str, hbm_gbyte_s: float | None
                ) -> tuple[float, dict[str, float], float]:
     """The data axis's gradient reduction under `scheme`: (seconds on the slow wire, other seconds
-    by kind, extra bytes per device), following `data_parallel.QuantizedMean`: a float32
+    by kind, extra bytes per device), following `grad_comm.QuantizedMean`: a float32
     reduce-scatter inside each island of same-host data ranks, the encoded two-phase all-reduce of
     each rank's 1/island share across islands, and a float32 all-gather of the mean inside the
     island; every rank works on its own fsdp x tensor part only (the mean stays sharded like the

@@ -33,7 +33,7 @@ def param_count(m: ModelConfig) -> int:
     return embeddings + head + m.n_layers * layer_params(m) + 2 * m.d_model
 
 
-# Remat policies (holo_jax.memory.remat) the estimates know exactly. Others are bounded:
+# Remat policies (holo_jax.model.remat) the estimates know exactly. Others are bounded:
 # memory as "none" (a policy saves at most everything) and FLOPs as "full" (it recomputes at
 # most the whole layer), so the planner never promises more than a policy delivers.
 EXACT_REMAT = ("none", "full")

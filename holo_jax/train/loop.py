@@ -220,11 +220,11 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
         max_skips = cfg.optim.max_consecutive_skips
         first_row_fields = {"remat_requested": asked.model.remat, **remat_decision}
         pending: tuple[int, Any, dict] | None = None  # (step, metrics, emits due) of the last dispatched step
-        last_loss, reason, consecutive_skips = None, "completed", 0
+        last_loss, reason, consecutive_skips, last_skipped = None, "completed", 0, 0
 
         def flush() -> None:
             """Read back and log the pending step's metrics and due emits."""
-            nonlocal pending, last_loss, consecutive_skips, first_row_fields
+            nonlocal pending, last_loss, consecutive_skips, last_skipped, first_row_fields
             if pending is None:
                 return
             step, metrics, emits = pending
@@ -234,7 +234,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
             if host.pop("finite"):
                 consecutive_skips = 0
             else:
-                consecutive_skips += 1
+                consecutive_skips, last_skipped = consecutive_skips + 1, step
                 out.event("nonfinite_step_skipped", step=step, skipped_total=host["skipped_steps"],
                           consecutive=consecutive_skips)
             if step % cfg.log.every_steps == 0 or step == end or first_row_fields:
@@ -298,8 +298,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
         out.event("run_end", step=final_step, reason=reason, loss=last_loss)
         if reason == "diverged":
             raise HoloError(
-                f"{consecutive_skips} consecutive steps had non-finite gradients or updates (last at step "
-                f"{final_step}), so training stopped; the last good state is saved as step {final_step} in "
+                f"{max_skips} consecutive steps had non-finite gradients or updates (the last at step "
+                f"{last_skipped}), so training stopped; the last good state is saved as step {final_step} in "
                 f"{ckpt.directory}: lower optim.learning_rate or check the data, then resume.")
         return RunResult(final_step, final_step < cfg.steps, reason, last_loss)
 

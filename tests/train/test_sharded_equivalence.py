@@ -1,9 +1,15 @@
-"""Sharded == unsharded: the same step on any mesh gives the same loss and updated parameters."""
+"""Sharded == unsharded: the same step on any mesh gives the same loss and updated parameters,
+with a stage on (an adversarial probe with its own optimizer, whose term reaches the model)."""
+import functools
+
 import jax
 import numpy as np
 import pytest
 
-from tests.train.helpers import random_batch, run_steps
+from tests.train.helpers import random_batch, run_steps as plain_run_steps
+from tests.train.plugin_stages import ProbeConfig, ProbeStage
+
+run_steps = functools.partial(plain_run_steps, stages=(ProbeStage(ProbeConfig(weight=0.5)),))
 
 MESHES = [(8, 1, 1), (2, 2, 2), (1, 4, 2), (2, 1, 4), (1, 8, 1), (1, 2, 4)]
 
@@ -45,9 +51,11 @@ def test_sharded_step_matches_single_device(mesh_shape, reference, require_devic
     state, hist = run_steps(mesh_shape, batches)
     for (m, _), (r, _) in zip(hist, ref_hist):
         np.testing.assert_allclose(m["loss"], r["loss"], rtol=2e-6)
+        np.testing.assert_allclose(m["probe/loss"], r["probe/loss"], rtol=2e-6)
         np.testing.assert_allclose(m["grad_norm"], r["grad_norm"], rtol=2e-5)
     assert _max_abs_diff(state.params, ref_state.params) < 2e-5
     assert _max_abs_diff(state.opt_state, ref_state.opt_state) < 2e-5
+    assert _max_abs_diff(state.stage_states, ref_state.stage_states) < 2e-5
 
 
 def test_parameters_are_actually_sharded(require_devices):
