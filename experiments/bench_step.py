@@ -13,7 +13,6 @@ datasheet peak applies; on a GPU pass `--peak-flops` to use the datasheet figure
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics

@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import types
 import typing
 from typing import Annotated, Any, Callable, ClassVar, Literal, Sequence

@@ -29,6 +29,7 @@ import numpy as np
 
 from holo_jax.data.examples import ExampleSource
 from holo_jax.data.feeds import ShuffledFeed
+from holo_jax.data.pipeline import checked_row_state, rows_of_process
 from holo_jax.data.tokenizer import Tokenizer
 from holo_jax.errors import HoloError
 
@@ -60,15 +61,7 @@ class ClassificationBatches:
         process_count: int = 1,
         seed: int = 0,
     ):
-        if seq_len < 1 or global_batch < 1:
-            raise HoloError(f"seq_len ({seq_len}) and global_batch ({global_batch}) must both be at least 1.")
-        if not 0 <= process_index < process_count:
-            raise HoloError(f"process_index {process_index} is outside 0..{process_count - 1}.")
-        if global_batch % process_count:
-            raise HoloError(
-                f"global_batch ({global_batch}) must be divisible by the number of processes "
-                f"({process_count}) so each process feeds the same number of rows; change global_batch."
-            )
+        self.rows = rows_of_process(seq_len, global_batch, process_index, process_count)
         if num_classes != source.num_classes:
             raise HoloError(
                 f"the task has {num_classes} classes but {source!r} checked its labels against "
@@ -101,8 +94,6 @@ class ClassificationBatches:
         self.num_classes = num_classes
         self.identities = identities
         self._column = {name: j for j, name in enumerate(identities)}
-        local = global_batch // process_count
-        self.rows = range(process_index * local, (process_index + 1) * local)
         self._feed = ShuffledFeed(source, seed)
         self._batches_done = 0
 
@@ -149,20 +140,7 @@ class ClassificationBatches:
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
         """Continue exactly where the iterator that produced `state` (for these rows) stopped."""
-        if set(state) != set(CLASSIFICATION_STATE_KEYS):
-            raise HoloError(
-                f"the data state has keys {sorted(state)}, expected {sorted(CLASSIFICATION_STATE_KEYS)}; "
-                "the checkpoint was written by an incompatible data pipeline."
-            )
-        arrays = {k: np.asarray(state[k]) for k in CLASSIFICATION_STATE_KEYS}
-        expected = np.asarray(self.rows)
-        if any(a.shape != expected.shape for a in arrays.values()) or not np.array_equal(
-            arrays["row"], expected
-        ):
-            raise HoloError(
-                f"the data state is for rows {arrays['row'].tolist()} but this process reads rows "
-                f"{self.rows.start}..{self.rows.stop - 1}; the global batch must not change across a resume."
-            )
+        arrays = checked_row_state(state, CLASSIFICATION_STATE_KEYS, self.rows)
         done = arrays["batches_done"]
         if done.min() != done.max() or done.min() < 0:
             raise HoloError(

@@ -33,7 +33,7 @@ from typing import Collection, Iterator, NamedTuple, Protocol, Sequence, runtime
 import numpy as np
 
 from holo_jax.data.documents import check_split, holdout_split
-from holo_jax.data.local_files import expand_paths
+from holo_jax.data.local_files import changed_file_error, expand_paths, read_span
 from holo_jax.errors import HoloError
 
 IDENTITIES_KEY = "identities"
@@ -134,18 +134,11 @@ class LocalExamplesSource:
     def example(self, index: int) -> Example:
         file_id = int(self._file_id[index])
         path = self.files[file_id]
-        with open(path, "rb") as f:
-            # One fstat per read catches the common change (a file appended to or rewritten
-            # while a run reads it) before it turns into a wrong label; same-size edits are what
-            # `fingerprint` is for.
-            if os.fstat(f.fileno()).st_size != self._sizes[file_id]:
-                raise _changed(path)
-            f.seek(int(self._start[index]))
-            line = f.read(int(self._length[index]))
+        line = read_span(path, int(self._start[index]), int(self._length[index]), self._sizes[file_id])
         try:
             return self._parse(line, path)
         except HoloError:  # The line at the indexed offset is no longer a valid example.
-            raise _changed(path) from None
+            raise changed_file_error(path) from None
 
     def _parse(self, line: bytes, where: str) -> Example:
         try:
@@ -211,10 +204,3 @@ def _lines(path: str, digest) -> Iterator[tuple[int, bytes, int]]:
                 line, start = line[len(codecs.BOM_UTF8) :], start + len(codecs.BOM_UTF8)
             if line.strip():
                 yield start, line, line_number
-
-
-def _changed(path: str) -> HoloError:
-    return HoloError(
-        f"data file `{path}` changed since its examples were indexed; "
-        "do not edit data files while a run reads them (restart the run to re-index)."
-    )

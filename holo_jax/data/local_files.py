@@ -15,6 +15,7 @@ reads its bytes back from disk, so memory stays small whatever the corpus size.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import mmap
 import os
@@ -62,7 +63,7 @@ class LocalFilesSource:
         self.split = split
         self.text_key = text_key
         self.files = expand_paths(paths)
-        file_ids, starts, ends = [], [], []
+        file_ids, starts, ends, digests = [], [], [], []
         for file_id, path in enumerate(self.files):
             spans = _jsonl_documents(path, text_key) if path.endswith(".jsonl") else _txt_documents(path)
             for start, end, doc_split in spans:
@@ -70,6 +71,11 @@ class LocalFilesSource:
                     file_ids.append(file_id)
                     starts.append(start)
                     ends.append(end)
+            digests.append(_sha256(path))
+        # What the documents are: sha256 over the files' digests in order (document indices depend
+        # on it), so a run can tell on resume that its data changed (the trainer records it).
+        self.fingerprint = hashlib.sha256("".join(digests).encode("ascii")).hexdigest()
+        self._sizes = tuple(os.path.getsize(p) for p in self.files)
         self._file_id = np.asarray(file_ids, dtype=np.int32)
         self._start = np.asarray(starts, dtype=np.int64)
         self._end = np.asarray(ends, dtype=np.int64)
@@ -78,16 +84,40 @@ class LocalFilesSource:
         return len(self._start)
 
     def document(self, index: int) -> str:
-        path = self.files[self._file_id[index]]
-        with open(path, "rb") as f:
-            f.seek(int(self._start[index]))
-            data = f.read(int(self._end[index] - self._start[index]))
-        if path.endswith(".jsonl"):
-            return json.loads(data)[self.text_key]
-        return data.decode("utf-8")
+        file_id = int(self._file_id[index])
+        path = self.files[file_id]
+        data = read_span(path, int(self._start[index]), int(self._end[index] - self._start[index]), self._sizes[file_id])
+        try:
+            return json.loads(data)[self.text_key] if path.endswith(".jsonl") else data.decode("utf-8")
+        except (ValueError, KeyError, TypeError):
+            raise changed_file_error(path) from None
 
     def __repr__(self) -> str:
         return f"LocalFilesSource({len(self.files)} files, split={self.split!r})"
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def changed_file_error(path: str) -> HoloError:
+    return HoloError(f"data file `{path}` changed since its documents were indexed at the start of this run; do "
+                     "not edit data files during a run (restore the file, or start a new --workdir to train on it).")
+
+
+def read_span(path: str, start: int, length: int, expected_size: int) -> bytes:
+    """`length` bytes at `start` of a file indexed when it had `expected_size` bytes. One fstat
+    per read catches a file rewritten or appended to while a run reads it — one sentence, not a
+    decode traceback or silently different text; same-size edits are what fingerprints are for."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size != expected_size:
+            raise changed_file_error(path)
+        f.seek(start)
+        return f.read(length)
 
 
 def _txt_documents(path: str) -> Iterator[tuple[int, int, str]]:

@@ -37,6 +37,39 @@ STATE_KEYS = ("row", "stream_doc", "doc_offset")
 _INT32_MAX = np.iinfo(np.int32).max
 
 
+def rows_of_process(seq_len: int, global_batch: int, process_index: int, process_count: int) -> range:
+    """The global rows process `process_index` of `process_count` feeds, after checking the layout."""
+    if seq_len < 1 or global_batch < 1:
+        raise HoloError(f"seq_len ({seq_len}) and global_batch ({global_batch}) must both be at least 1.")
+    if not 0 <= process_index < process_count:
+        raise HoloError(f"process_index {process_index} is outside 0..{process_count - 1}.")
+    if global_batch % process_count:
+        raise HoloError(
+            f"global_batch ({global_batch}) must be divisible by the number of processes "
+            f"({process_count}) so each process feeds the same number of rows; change global_batch."
+        )
+    local = global_batch // process_count
+    return range(process_index * local, (process_index + 1) * local)
+
+
+def checked_row_state(state: Mapping[str, np.ndarray], keys: tuple[str, ...], rows: range) -> dict[str, np.ndarray]:
+    """`state` as arrays, after checking it has exactly `keys`, each with one entry per row of
+    `rows`, and that its `row` entries are those rows (a resume must see the same batch layout)."""
+    if set(state) != set(keys):
+        raise HoloError(
+            f"the data state has keys {sorted(state)}, expected {sorted(keys)}; "
+            "the checkpoint was written by an incompatible data pipeline."
+        )
+    arrays = {k: np.asarray(state[k]) for k in keys}
+    expected = np.asarray(rows)
+    if any(a.shape != expected.shape for a in arrays.values()) or not np.array_equal(arrays["row"], expected):
+        raise HoloError(
+            f"the data state is for rows {arrays['row'].tolist()} but this process reads rows "
+            f"{rows.start}..{rows.stop - 1}; the global batch must not change across a resume."
+        )
+    return arrays
+
+
 class PackedBatches:
     """Iterator of `{"inputs", "targets"}`: int32 [global_batch / process_count, seq_len] numpy arrays."""
 
@@ -51,15 +84,7 @@ class PackedBatches:
         process_count: int = 1,
         seed: int = 0,
     ):
-        if seq_len < 1 or global_batch < 1:
-            raise HoloError(f"seq_len ({seq_len}) and global_batch ({global_batch}) must both be at least 1.")
-        if not 0 <= process_index < process_count:
-            raise HoloError(f"process_index {process_index} is outside 0..{process_count - 1}.")
-        if global_batch % process_count:
-            raise HoloError(
-                f"global_batch ({global_batch}) must be divisible by the number of processes "
-                f"({process_count}) so each process feeds the same number of rows; change global_batch."
-            )
+        self.rows = rows_of_process(seq_len, global_batch, process_index, process_count)
         self._n = source.num_documents()
         if self._n == 0:
             raise HoloError(
@@ -69,8 +94,7 @@ class PackedBatches:
         self.tokenizer = tokenizer
         self.seq_len = seq_len
         self.global_batch = global_batch
-        local = global_batch // process_count
-        self.rows = range(process_index * local, (process_index + 1) * local)
+        local = len(self.rows)
         if isinstance(source, RandomAccessSource):
             self._feed: ShuffledFeed | SequentialFeed = ShuffledFeed(source, seed)
         else:
@@ -105,20 +129,7 @@ class PackedBatches:
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
         """Continue exactly where the iterator that produced `state` (for these rows) stopped."""
-        if set(state) != set(STATE_KEYS):
-            raise HoloError(
-                f"the data state has keys {sorted(state)}, expected {sorted(STATE_KEYS)}; "
-                "the checkpoint was written by an incompatible data pipeline."
-            )
-        arrays = {k: np.asarray(state[k]) for k in STATE_KEYS}
-        expected = np.asarray(self.rows)
-        if any(a.shape != expected.shape for a in arrays.values()) or not np.array_equal(
-            arrays["row"], expected
-        ):
-            raise HoloError(
-                f"the data state is for rows {arrays['row'].tolist()} but this process reads rows "
-                f"{self.rows.start}..{self.rows.stop - 1}; the global batch must not change across a resume."
-            )
+        arrays = checked_row_state(state, STATE_KEYS, self.rows)
         self._stream_doc = [int(v) for v in arrays["stream_doc"]]
         self._doc_offset = [int(v) for v in arrays["doc_offset"]]
         self._tokens = [None] * len(self.rows)

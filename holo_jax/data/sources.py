@@ -6,7 +6,7 @@ and notebooks can build them directly.
 
 from __future__ import annotations
 
-from holo_jax.config import DataConfig
+from holo_jax.config import DataConfig, choices
 from holo_jax.data.documents import Source, check_split, holdout_split, paragraph_chunks
 from holo_jax.data.local_files import LocalFilesSource
 from holo_jax.data.tfds_source import TFDS_DATASETS, TfdsSource
@@ -48,7 +48,9 @@ class EmbeddedSource:
         return f"EmbeddedSource(split={self.split!r})"
 
 
-SOURCE_NAMES = ("embedded", "files", *TFDS_DATASETS)
+SOURCE_NAMES = choices(DataConfig, "source")  # declared once, in the config
+if set(SOURCE_NAMES) != {"embedded", "files", *TFDS_DATASETS}:  # a new TFDS dataset must be declared there too
+    raise ImportError(f"data.source choices {SOURCE_NAMES} do not match the sources implemented here")
 
 
 def make_source(cfg: DataConfig, split: str) -> Source:

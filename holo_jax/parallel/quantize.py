@@ -32,9 +32,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-SCHEMES = ("bf16", "int8", "int4")
+from holo_jax.config import GradCommConfig, choices
+
+SCHEMES = tuple(s for s in choices(GradCommConfig, "scheme") if s != "fp32")  # declared in the config
 _SMALLEST_NORMAL = 2.0**-126  # float32; anything below is flushed to zero by XLA:CPU
-ROUNDINGS = ("nearest", "stochastic")
+ROUNDINGS = choices(GradCommConfig, "rounding")
 _QMAX = {"int8": 127, "int4": 7}  # symmetric ranges: -128 / -8 stay unused so 0 is exactly representable
 _INT4_OFFSET = 8  # int4 values in [-7, 7] are stored as unsigned nibbles 1..15
 

@@ -134,7 +134,9 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
         validation_start = validation.state()
         next(validation)
         validation.restore(validation_start)
-    record, config_changes = plan_resume(workdir, asked.to_dict())  # refuses a different run, touching nothing
+    fingerprint = getattr(getattr(train_data, "source", None), "fingerprint", None)
+    # Refuses a different run (or changed data files), touching nothing.
+    record, config_changes = plan_resume(workdir, asked.to_dict(), fingerprint)
 
     _prepare_workdir(workdir, primary)
     ckpt = Checkpointer(workdir / "checkpoints", cfg.checkpoint)

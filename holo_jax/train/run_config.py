@@ -65,14 +65,22 @@ def effective_config(record: dict) -> dict:
     return config
 
 
-def plan_resume(workdir: Path, config: dict) -> tuple[dict | None, dict[str, list]]:
+def plan_resume(workdir: Path, config: dict, data_fingerprint: str | None = None
+                ) -> tuple[dict | None, dict[str, list]]:
     """(the record to write, the accepted changes) for starting or resuming `config` in `workdir`.
-    Raises HoloError, touching nothing, if the directory holds a run with other fixed settings."""
+    Raises HoloError, touching nothing, if the directory holds a run with other fixed settings or
+    whose training data (`data_fingerprint`, where the source has one) has changed since."""
     config = json.loads(json.dumps(config))  # tuples -> lists, as read back from disk
     path = workdir / CONFIG_FILE
     if not path.exists():
-        return {"config": config, "history": []}, {}
+        return {"config": config, "history": [], "data_fingerprint": data_fingerprint}, {}
     record = _load(path)
+    recorded = record.get("data_fingerprint")
+    if recorded and data_fingerprint and recorded != data_fingerprint:
+        raise HoloError(
+            f"the training data of {workdir} changed since the run started (its files' sha256 fingerprint was "
+            f"{recorded[:12]}..., now {data_fingerprint[:12]}...), so the checkpointed data position no longer "
+            "points at the same text; restore the original files or start a new --workdir.")
     old, new = _flatten(effective_config(record)), _flatten(config)
     changed = {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
     fixed = {k: v for k, v in changed.items() if not _mutable(k)}

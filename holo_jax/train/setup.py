@@ -28,8 +28,7 @@ def mesh_for_run(cfg: MeshConfig, model: ModelConfig, global_batch: int, microba
     and picks the fastest feasible data x fsdp x tensor split and device order. It prices the
     data-axis gradient reduction under `grad_comm_scheme` (the run's `grad_comm.scheme`), the
     one that will run: the planner does not switch a run's scheme behind its back."""
-    if cfg.plan not in ("auto", "manual"):
-        raise HoloError(f"mesh.plan must be auto or manual, got `{cfg.plan}`.")
+    cfg.check()  # the section's declared choices and ranges (mesh.plan, axis sizes)
     devices = order_devices(devices if devices is not None else jax.devices())
     if cfg.plan == "manual" or not _sizes_left_at_defaults(cfg):
         return build_mesh(cfg, model, devices), None

@@ -16,7 +16,7 @@ runs on the host over the pooled evaluation sums and per-example rows.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 import flax.linen as nn
 import jax

@@ -275,7 +275,7 @@ def test_file_changed_after_indexing_is_reported(tmp_path):
     src = LocalExamplesSource([write_jsonl(path, records(5))], num_classes=3)
     with path.open("a", encoding="utf-8") as f:
         f.write('{"text": "late", "label": 0}\n')
-    with pytest.raises(HoloError, match=r"a.jsonl` changed since its examples were indexed"):
+    with pytest.raises(HoloError, match=r"a.jsonl` changed since its documents were indexed"):
         src.example(0)
 
 

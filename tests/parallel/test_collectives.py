@@ -3,7 +3,6 @@ all-reduce within `pmean_error_bound`, bitwise identical on every device; hierar
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import AxisType, Mesh, PartitionSpec as P

@@ -72,3 +72,31 @@ class ProbeStage(Stage):
 @register_stage(ProbeConfig)
 def _build(cfg: ProbeConfig) -> ProbeStage:
     return ProbeStage(cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class NanFromConfig(StageConfig):
+    """A stage that makes every step from `from_step` on non-finite (a diverging run)."""
+
+    kind = "nan_from"
+    from_step: Annotated[int, AtLeast(0)] = 3
+
+
+class NanFrom(Stage):
+    def __init__(self, cfg: NanFromConfig):
+        self.name, self.from_step = cfg.stage_name, cfg.from_step
+
+    def init(self, key, params):
+        return {"calls": jnp.zeros((), jnp.int32)}
+
+    def loss(self, params, stage_state, batch, outputs, key):
+        bad = stage_state["calls"] >= self.from_step
+        return {"nan": Stat(jnp.where(bad, jnp.nan, 0.0) * outputs["logits"].sum(), jnp.float32(1.0))}, {}
+
+    def update(self, stage_state, stats, key):
+        return {"calls": stage_state["calls"] + 1}
+
+
+@register_stage(NanFromConfig)
+def _build_nan_from(cfg: NanFromConfig) -> NanFrom:
+    return NanFrom(cfg)

@@ -58,16 +58,28 @@ def test_workdir_that_cannot_be_created_is_one_sentence(tmp_path):
     assert_one_clear_error(proc, "cannot create --workdir")
 
 
-def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path):
+def _corrupt(step_dir, how: str) -> None:
+    """Damage a saved checkpoint: its OCDBT manifests, or the array data files (garbage or cut short)."""
+    files = [f for f in (step_dir / "state").rglob("*") if f.is_file() and f.stat().st_size > 0]
+    manifests = [f for f in files if "manifest" in f.name]
+    data = [f for f in files if f.parent.name == "d"]  # OCDBT's data files hold the array bytes
+    assert manifests and data, sorted(str(f) for f in files)
+    for f in manifests if how == "manifest" else data:
+        if how == "truncated":
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+        else:
+            f.write_bytes(b"garbage" * 16)
+
+
+@pytest.mark.parametrize("how", ["manifest", "data", "truncated"])
+def test_corrupt_checkpoint_is_reported_not_overwritten(tmp_path, how):
     assert pretrain(tmp_path, "--steps", "4", "--stop-after", "2").returncode == 0
     step_dir = tmp_path / "checkpoints" / "2"
-    for f in (step_dir / "state").rglob("*"):
-        if f.is_file() and f.stat().st_size > 0 and "manifest" in f.name:
-            f.write_bytes(b"garbage")
-    damaged = sorted(str(p) for p in step_dir.rglob("*"))
+    _corrupt(step_dir, how)
+    damaged = {str(p): p.read_bytes() for p in step_dir.rglob("*") if p.is_file()}
     proc = pretrain(tmp_path, "--steps", "4")
     assert_one_clear_error(proc, "step 2", "cannot be restored")
-    assert sorted(str(p) for p in step_dir.rglob("*")) == damaged  # nothing deleted or rewritten
+    assert {str(p): p.read_bytes() for p in step_dir.rglob("*") if p.is_file()} == damaged  # nothing rewritten
 
 
 @pytest.mark.slow

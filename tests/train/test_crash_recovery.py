@@ -175,6 +175,7 @@ def kill_at(reference, name: str, condition, give_up) -> tuple[Path, Killed]:
         workdir = workdir_for(reference, f"{name}{attempt}")
         killed = kill_when(workdir, condition, give_up)
         if killed is not None:
+            print(f"{name}: killed on attempt {attempt + 1}")
             return workdir, killed
     pytest.fail(f"the kill point `{name}` was passed before the run could be stopped, {ATTEMPTS} times")
 
@@ -207,8 +208,11 @@ def assert_recovered(workdir: Path, reference, kills: list[Killed]) -> None:
             assert start["step"] == last_good
         logged_after = sum(1 for r in k.metrics if r["step"] > last_good)
         assert start["superseded_rows"].get("metrics.jsonl", 0) == logged_after, (start, k.metrics)
-    saved = sorted({e["step"] for e in events if e["kind"] == "checkpoint_saved"})
-    assert saved == list(EVAL_STEPS)
+    # Every checkpoint is recorded as saved, except one that was complete on disk when a kill cut
+    # the run before it could log that: the resume from it is its record.
+    saved = {e["step"] for e in events if e["kind"] == "checkpoint_saved"}
+    resumed = {e["step"] for e in events if e["kind"] == "resume"}
+    assert saved <= set(EVAL_STEPS) and saved | resumed == set(EVAL_STEPS), (saved, resumed)
     assert {int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()} == set(EVAL_STEPS)
 
 
@@ -271,38 +275,44 @@ def test_kill_during_an_evaluation_after_its_checkpoint(reference):
     assert [e["step"] for e in resume] == [4]
 
 
-@pytest.mark.parametrize("seed", [20261202])
+@pytest.mark.parametrize("seed", [20261202, 7])
 def test_kill_at_random_times(reference, seed):
-    """Five kills in a row on one run directory: one during start-up (imports, compile, orbax's
-    set-up), four at uniform times over a run's training phase, each restart killed again."""
+    """Kills in a row on one run directory, each restart killed again: one during start-up
+    (imports, compile, orbax's set-up), then four at seeded uniform points of what is left of the
+    training phase (from the restart's first own row; the span is the reference run's, scaled to
+    the steps left, and cut to 60% of it so that a run faster than the reference is still
+    killed)."""
     rng = random.Random(seed)
     workdir = workdir_for(reference, f"random_{seed}")
     kills: list[Killed] = []
     t_train = max(reference["total_s"] - reference["first_row_s"], 0.2)
     plan = [("startup", rng.uniform(0.0, reference["first_row_s"]))] + [
-        ("training", rng.uniform(0.0, t_train)) for _ in range(4)]
-    for i, (phase, delay) in enumerate(plan):
+        ("training", rng.uniform(0.0, 0.6)) for _ in range(4)]
+    for i, (phase, draw) in enumerate(plan):
         before = snapshot(workdir)
         resume_from = max(before.committed, default=0)
+        delay = draw if phase == "startup" else draw * t_train * (STEPS - resume_from) / STEPS
         marks: dict[str, float] = {}
 
         def due(w: Path) -> bool:
             now = time.monotonic()
             if phase == "startup":
-                return now - marks.setdefault("spawned", now) >= delay
-            if "trained" not in marks:
+                return now - marks.setdefault("since", now) >= delay
+            if "since" not in marks:
                 # This run's start event is written after its rewind: only rows after it are its own.
                 new_events = read_jsonl(w / "events.jsonl")[len(before.events):]
                 if any(e["kind"] in ("run_start", "resume") for e in new_events) and any(
                         r["step"] > resume_from for r in read_jsonl(w / "metrics.jsonl")):
-                    marks["trained"] = now
+                    marks["since"] = now
                 return False
-            return now - marks["trained"] >= delay
+            return now - marks["since"] >= delay
 
         killed = kill_when(workdir, due, name=f"kill{i}")
         if killed is not None:
             kills.append(killed)
-        if snapshot(workdir).events and snapshot(workdir).events[-1]["kind"] == "run_end":
+        events = read_jsonl(workdir / "events.jsonl")
+        if events and events[-1]["kind"] == "run_end" and events[-1]["step"] == STEPS:
             break  # the run completed before this kill was due
     assert len(kills) >= 3, f"only {len(kills)} of {len(plan)} random kills landed before the run completed"
+    print(f"random kills landed: {len(kills)}; resumed from {[max(k.committed, default=0) for k in kills]}")
     assert_recovered(workdir, reference, kills)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.configs.pretrain import tiny
-from holo_jax.config import CheckpointConfig, LogConfig
+from holo_jax.config import CheckpointConfig
 from holo_jax.train.loop import train
 from holo_jax.train.jsonl import read_jsonl, read_metrics
 

@@ -6,7 +6,6 @@ import signal
 import numpy as np
 import pytest
 
-from holo_jax.train import preemption
 from holo_jax.train.preemption import PreemptionGuard
 
 
