@@ -104,6 +104,8 @@ class Checkpointer:
                 )
             error.print_to = redirect.original
             raise error from e
+        if log.exists() and log.stat().st_size == 0:
+            log.unlink()  # nothing went wrong: leave no empty error log behind
         return restored["state"], restored["data"]
 
     def wait(self) -> None:

@@ -34,6 +34,7 @@ from holo_jax.memory import AUTO, StepCompiler, candidate_policies, microbatch_o
 from holo_jax.parallel.grad_comm_plan import make_grad_comm, resolve_grad_comm
 from holo_jax.parallel.rules import batch_sharding, data_parallel_size
 from holo_jax.train.checkpoint import Checkpointer
+from holo_jax.train.jsonl import read_jsonl
 from holo_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from holo_jax.train.preemption import PreemptionGuard
 from holo_jax.train.progress import Progress
@@ -176,6 +177,10 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
             train_data.restore({k: local_rows(v) for k, v in data_state.items()})
             rewound = out.rewind(latest)
             out.event("resume", step=latest, superseded_rows=rewound, processes=jax.process_count())
+            if primary:
+                # A save that completed just before a crash was never reported; it is on disk, so say so.
+                for saved_step in _unreported_checkpoints(workdir, ckpt.all_steps()):
+                    out.event("checkpoint_saved", step=saved_step, directory=str(ckpt.directory), recovered=True)
 
         step_for = lambda policy, m: make_train_step(task, model_for(policy), optimizer, schedule, stages,  # noqa: E731
                                                      mesh, m, grad_comm=grad_comm)
@@ -307,8 +312,11 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
 
 
 def _has_eval_row(workdir: Path, step: int, primary: bool) -> bool:
-    from holo_jax.train.jsonl import read_jsonl
-
     if not primary:
         return True  # only process 0's answer counts (see `_agree`)
     return any(r.get("step") == step and "eval_loss" in r for r in read_jsonl(workdir / "metrics.jsonl"))
+
+
+def _unreported_checkpoints(workdir: Path, steps: Sequence[int]) -> list[int]:
+    reported = {e.get("step") for e in read_jsonl(workdir / "events.jsonl") if e.get("kind") == "checkpoint_saved"}
+    return [s for s in sorted(steps) if s not in reported]

@@ -57,7 +57,7 @@ class MetricsJsonl(Sink):
         self.file.append({"step": int(step), **row})
 
     def rewind(self, step):
-        return {"metrics.jsonl": self.file.truncate_after(step)}
+        return {"metrics.jsonl": self.file.truncate_after(step), **_repaired("metrics.jsonl", self.file)}
 
     def sync(self):
         self.file.sync()
@@ -75,6 +75,9 @@ class EventsJsonl(Sink):
     def event(self, record):
         self.file.append(record)
 
+    def rewind(self, step):
+        return _repaired("events.jsonl", self.file)
+
     def close(self):
         self.file.close()
 
@@ -88,7 +91,10 @@ class EmittedJsonl(Sink):
         self._files[stage].append({"step": int(step), "value": tree})
 
     def rewind(self, step):
-        return {f"emitted/{n}.jsonl": f.truncate_after(step) for n, f in self._files.items()}
+        dropped = {}
+        for n, f in self._files.items():
+            dropped.update({f"emitted/{n}.jsonl": f.truncate_after(step), **_repaired(f"emitted/{n}.jsonl", f)})
+        return dropped
 
     def sync(self):
         for f in self._files.values():
@@ -101,24 +107,40 @@ class EmittedJsonl(Sink):
 
 class TensorBoard(Sink):
     def __init__(self, workdir: Path):
-        from tensorboardX import SummaryWriter  # lazy: only the primary process writes
+        self._logdir = str(Path(workdir) / "tensorboard")
+        self._writer = None
 
-        self._writer = SummaryWriter(str(Path(workdir) / "tensorboard"))
+    def _open(self, purge_step: int | None = None):
+        if self._writer is None:
+            from tensorboardX import SummaryWriter  # lazy: only the primary process writes
+
+            # purge_step: TensorBoard drops the points a crashed stretch logged after the resumed step.
+            self._writer = SummaryWriter(self._logdir, purge_step=purge_step)
+        return self._writer
+
+    def rewind(self, step):
+        self._open(purge_step=step + 1)
+        return {}
 
     def metrics(self, step, row):
+        writer = self._open()
         for k, v in row.items():
+            if v in ("nan", "inf", "-inf"):  # the JSON spelling of a non-finite value: plot it as one
+                v = float(v)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                self._writer.add_scalar(k, v, step)
+                writer.add_scalar(k, v, step)
 
     def text(self, step, tag, body):
         # TensorBoard renders text as markdown; indenting makes it a code block, so tables stay aligned.
-        self._writer.add_text(tag, "    " + body.replace("\n", "\n    "), step)
+        self._open().add_text(tag, "    " + body.replace("\n", "\n    "), step)
 
     def sync(self):
-        self._writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self):
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 class CompositeSink(Sink):
@@ -160,3 +182,9 @@ class CompositeSink(Sink):
     def close(self):
         for s in self.sinks:
             s.close()
+
+
+def _repaired(name: str, file: JsonlFile) -> dict[str, int]:
+    """The torn bytes a crash left at the end of `file` and its opening cut off, if any (reported in
+    the resume / run_start event, so the repair is on record)."""
+    return {f"{name}:torn_bytes_cut": file.repaired_bytes} if file.repaired_bytes else {}

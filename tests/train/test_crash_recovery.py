@@ -213,7 +213,8 @@ def assert_recovered(workdir: Path, reference, kills: list[Killed]) -> None:
     saved = {e["step"] for e in events if e["kind"] == "checkpoint_saved"}
     resumed = {e["step"] for e in events if e["kind"] == "resume"}
     assert saved <= set(EVAL_STEPS) and saved | resumed == set(EVAL_STEPS), (saved, resumed)
-    assert {int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()} == set(EVAL_STEPS)
+    names = {p.name for p in (workdir / "checkpoints").iterdir()}
+    assert names == {str(s) for s in EVAL_STEPS}, names  # a killed save's temporary directory is gone too
 
 
 # ------------------------------------------------------------------------------ helpers for conditions
@@ -275,37 +276,33 @@ def test_kill_during_an_evaluation_after_its_checkpoint(reference):
     assert [e["step"] for e in resume] == [4]
 
 
-@pytest.mark.parametrize("seed", [20261202, 7])
+@pytest.mark.parametrize("seed", [20261202])
 def test_kill_at_random_times(reference, seed):
     """Kills in a row on one run directory, each restart killed again: one during start-up
-    (imports, compile, orbax's set-up), then four at seeded uniform points of what is left of the
-    training phase (from the restart's first own row; the span is the reference run's, scaled to
-    the steps left, and cut to 60% of it so that a run faster than the reference is still
-    killed)."""
+    (imports, compile, orbax's set-up) at a seeded time, then five at seeded points of the training
+    that is left: once the restart has logged a seeded step after the one it resumed from. Progress,
+    not wall time, picks the points, so every kill lands however loaded the machine is."""
     rng = random.Random(seed)
     workdir = workdir_for(reference, f"random_{seed}")
     kills: list[Killed] = []
-    t_train = max(reference["total_s"] - reference["first_row_s"], 0.2)
-    plan = [("startup", rng.uniform(0.0, reference["first_row_s"]))] + [
-        ("training", rng.uniform(0.0, 0.6)) for _ in range(4)]
+    plan = [("startup", rng.uniform(0.0, reference["first_row_s"]))] + [("training", rng.random()) for _ in range(5)]
     for i, (phase, draw) in enumerate(plan):
         before = snapshot(workdir)
         resume_from = max(before.committed, default=0)
-        delay = draw if phase == "startup" else draw * t_train * (STEPS - resume_from) / STEPS
+        if phase == "training" and resume_from >= STEPS - 1:
+            break
+        # A step strictly between the resumed one and the end: the kill comes after its row.
+        kill_after = resume_from + 1 + int(draw * (STEPS - 1 - resume_from))
         marks: dict[str, float] = {}
 
         def due(w: Path) -> bool:
-            now = time.monotonic()
             if phase == "startup":
-                return now - marks.setdefault("since", now) >= delay
-            if "since" not in marks:
-                # This run's start event is written after its rewind: only rows after it are its own.
-                new_events = read_jsonl(w / "events.jsonl")[len(before.events):]
-                if any(e["kind"] in ("run_start", "resume") for e in new_events) and any(
-                        r["step"] > resume_from for r in read_jsonl(w / "metrics.jsonl")):
-                    marks["since"] = now
-                return False
-            return now - marks["since"] >= delay
+                now = time.monotonic()
+                return now - marks.setdefault("since", now) >= draw
+            # This run's start event is written after its rewind: only rows after it are its own.
+            new_events = read_jsonl(w / "events.jsonl")[len(before.events):]
+            return any(e["kind"] in ("run_start", "resume") for e in new_events) and any(
+                r["step"] >= kill_after for r in read_jsonl(w / "metrics.jsonl"))
 
         killed = kill_when(workdir, due, name=f"kill{i}")
         if killed is not None:

@@ -125,5 +125,9 @@ def test_resume_survives_lines_torn_by_a_crash(tmp_path):
     assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
     for name in ("metrics.jsonl", "events.jsonl"):
         assert '"loss": 1.2{' not in (tmp_path / name).read_text()  # the torn bytes were cut, not glued on
+    resume = [e for e in read_jsonl(tmp_path / "events.jsonl") if e["kind"] == "resume"][0]
+    torn = len('{"step": 5, "loss": 1.2')
+    assert resume["superseded_rows"]["metrics.jsonl:torn_bytes_cut"] == torn  # and the repair is on record
+    assert resume["superseded_rows"]["events.jsonl:torn_bytes_cut"] == torn
     kinds = [e["kind"] for e in read_jsonl(tmp_path / "events.jsonl")]
     assert kinds.count("run_end") == 2 and "resume" in kinds
