@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from experiments import pretrain
+from holo_jax.data import holdout_split
 from holo_jax.errors import exit_on_user_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +29,11 @@ def _inputs(tmp: Path) -> dict[str, Path]:
     (tmp / "binary.txt").write_bytes(b"PK\x03\x04\xff\xfe\x00\x00")
     (tmp / "table.csv").write_text("a,b\n1,2\n")
     (tmp / "junk.model").write_bytes(b"not a sentencepiece model")
+    # One document, in the train split: the validation split is empty.
+    one = next(t for t in (f"just one document, number {i}.\n" for i in range(1000)) if holdout_split(t.encode()) == "train")
+    (tmp / "one_doc.txt").write_text(one)
     return {"dir": tmp / "corpus", "binary": tmp / "binary.txt", "csv": tmp / "table.csv", "junk": tmp / "junk.model",
-            "missing": tmp / "missing.txt"}
+            "missing": tmp / "missing.txt", "one_doc": tmp / "one_doc.txt"}
 
 
 S = lambda *kv: [a for x in kv for a in ("--set", x)]  # noqa: E731
@@ -111,6 +115,18 @@ CASES = [
     ("stage_kind_unknown", S("stages=bogus"), "unknown stage kind `bogus`"),
     ("stage_not_enabled", S("stages.fair.weight=1"), "names stage `fair`, which is not enabled"),
     ("config_bogus", ["--config", "bogus"], "unknown config `bogus`"),
+    ("flag_unknown", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("flag_steps_not_int", ["--steps", "abc"], "argument --steps: invalid int value: 'abc'"),
+    ("plugin_missing", ["--plugin", "no_such_module_xyz"], "--plugin no_such_module_xyz cannot be imported"),
+    # Found only once devices and data are opened: still before anything in the workdir changes.
+    ("mesh_not_dividing", S("mesh.data=3"), "= 3 devices, but 8 are available"),
+    ("tensor_not_dividing_heads", S("mesh.data=1", "mesh.tensor=8"), "model.n_heads=4 is not divisible by the tensor axis (8)"),
+    ("rows_not_sharing_devices", S("global_batch=4", "mesh.plan=manual"), "data-parallel devices"),
+    ("tfds_not_prepared", S("data.source=c4", "data.tfds_data_dir={missing}"), "tfds build"),
+    ("validation_split_empty", S("data.source=files", "data.paths={one_doc}"), "has no documents"),
+    ("classification_on_embedded_text", S("task.kind=sequence_classification"), "reads labelled .jsonl examples"),
+    ("classification_on_plain_text", S("task.kind=sequence_classification", "data.source=files",
+                                       "data.paths={one_doc}"), "is not .jsonl"),
 ]
 
 
