@@ -39,7 +39,7 @@ def exit_on_user_error(main: Callable[..., T], *, hard_exit: bool = False) -> Ca
             # Exit without interpreter teardown: after a failed checkpoint read, tensorstore's
             # reader threads still call back into orbax's closed asyncio loop (their tracebacks
             # go to the restore log). Our own files are closed or fsynced by now (context
-            # managers, EventLog), so there is nothing left to flush.
+            # managers, the sinks' fsynced JSONL files), so there is nothing left to flush.
             os._exit(2)
 
     return wrapped
