@@ -278,7 +278,9 @@ _SNIFF_BYTES = 1 << 16
 class DataConfig(Section):
     SECTION: ClassVar[str] = "data"
 
-    source: Literal["embedded", "files", "c4", "realnews", "wikitext103", "bookcorpus"] = "embedded"
+    # civil_comments holds labelled examples (TFDS civil_comments/CivilCommentsIdentities), so only
+    # task.kind=sequence_classification reads it; files serves both tasks; the others are LM text only.
+    source: Literal["embedded", "files", "c4", "realnews", "wikitext103", "bookcorpus", "civil_comments"] = "embedded"
     paths: tuple[str, ...] = ()  # for source=files: .txt / .jsonl files or globs
     text_key: Annotated[str, NON_EMPTY] = "text"  # field of .jsonl records holding the text
     tfds_data_dir: str = ""  # "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
@@ -503,6 +505,14 @@ class TrainConfig(Section):
                 raise HoloError(f"two stages are named `{stage.stage_name}`; give each its own name "
                                 f"(--set stages={stage.kind}:OTHER_NAME).")
             seen.add(stage.stage_name)
+        # Which task reads which sources (the sources themselves say so again when opened).
+        if self.task.kind == "next_token_lm" and self.data.source == "civil_comments":
+            raise HoloError("data.source=civil_comments holds labelled comments for task.kind=sequence_classification, "
+                            "not documents for language modelling; set task.kind=sequence_classification or pick "
+                            "another data.source.")
+        if self.task.kind == "sequence_classification" and self.data.source not in ("files", "civil_comments"):
+            raise HoloError(f"task.kind=sequence_classification reads labelled .jsonl examples (data.source=files) or "
+                            f"civil_comments, not data.source={self.data.source}; set data.source to one of those.")
         if self.global_batch % self.microbatches:
             raise HoloError(f"global_batch={self.global_batch} is not divisible by microbatches={self.microbatches}; "
                             f"choose a divisor of {self.global_batch}.")

@@ -8,6 +8,7 @@ from holo_jax.data.tfds_source import TFDS_DATASETS, TfdsSource
 from holo_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer, Tokenizer, make_tokenizer
 from holo_jax.data.examples import Example, ExampleSource, LocalExamplesSource
 from holo_jax.data.classification import CLASSIFICATION_STATE_KEYS, ClassificationBatches
+from holo_jax.data.civil_comments import CivilCommentsSource
 
 __all__ = [
     "SOURCE_NAMES",
@@ -32,4 +33,5 @@ __all__ = [
     "Example",
     "ExampleSource",
     "LocalExamplesSource",
+    "CivilCommentsSource",
 ]

@@ -7,6 +7,7 @@ and notebooks can build them directly.
 from __future__ import annotations
 
 from holo_jax.config import DataConfig, choices
+from holo_jax.data.civil_comments import SOURCE_NAME as CIVIL_COMMENTS
 from holo_jax.data.documents import Source, check_split, holdout_split, paragraph_chunks
 from holo_jax.data.local_files import LocalFilesSource
 from holo_jax.data.tfds_source import TFDS_DATASETS, TfdsSource
@@ -49,7 +50,10 @@ class EmbeddedSource:
 
 
 SOURCE_NAMES = choices(DataConfig, "source")  # declared once, in the config
-if set(SOURCE_NAMES) != {"embedded", "files", *TFDS_DATASETS}:  # a new TFDS dataset must be declared there too
+# Document (LM) sources are dispatched below; civil_comments is a labelled-example source that only
+# SequenceClassification.open_batches builds. A new source must be declared in the config too.
+LM_SOURCE_NAMES = ("embedded", "files", *TFDS_DATASETS)
+if set(SOURCE_NAMES) != {*LM_SOURCE_NAMES, CIVIL_COMMENTS}:
     raise ImportError(f"data.source choices {SOURCE_NAMES} do not match the sources implemented here")
 
 
@@ -66,4 +70,10 @@ def make_source(cfg: DataConfig, split: str) -> Source:
         return LocalFilesSource(cfg.paths, text_key=cfg.text_key, split=split)
     if cfg.source in TFDS_DATASETS:
         return TfdsSource(cfg.source, split, text_key=cfg.text_key, data_dir=cfg.tfds_data_dir or None)
+    if cfg.source == CIVIL_COMMENTS:
+        raise HoloError(
+            f"data.source={CIVIL_COMMENTS} holds labelled comments for task.kind=sequence_classification, not "
+            f"documents for language modelling; set task.kind=sequence_classification or pick an LM source: "
+            f"{', '.join(LM_SOURCE_NAMES)}."
+        )
     raise HoloError(f"unknown data source `{cfg.source}`; valid sources are: {', '.join(SOURCE_NAMES)}.")

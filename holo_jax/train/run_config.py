@@ -78,7 +78,7 @@ def plan_resume(workdir: Path, config: dict, data_fingerprint: str | None = None
     recorded = record.get("data_fingerprint")
     if recorded and data_fingerprint and recorded != data_fingerprint:
         raise HoloError(
-            f"the training data of {workdir} changed since the run started (its files' sha256 fingerprint was "
+            f"the training data of {workdir} changed since the run started (its sha256 fingerprint was "
             f"{recorded[:12]}..., now {data_fingerprint[:12]}...), so the checkpointed data position no longer "
             "points at the same text; restore the original files or start a new --workdir.")
     old, new = _flatten(effective_config(record)), _flatten(config)

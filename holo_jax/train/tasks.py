@@ -175,16 +175,33 @@ class SequenceClassification:
         return metrics
 
     def open_batches(self, cfg, split, tokenizer, *, shard_index, shard_count):
-        from holo_jax.data import ClassificationBatches, LocalExamplesSource
+        from holo_jax.data import CivilCommentsSource, ClassificationBatches, LocalExamplesSource
+        from holo_jax.data.civil_comments import IDENTITY_COLUMNS, SOURCE_NAME as CIVIL_COMMENTS
 
-        if cfg.data.source != "files":
+        if cfg.data.source == "files":
+            source = LocalExamplesSource(cfg.data.paths, num_classes=self.num_classes, split=split,
+                                         text_key=cfg.data.text_key, label_key=self.label_key,
+                                         identity_vocabulary=())  # names the task does not track are ignored
+        elif cfg.data.source == CIVIL_COMMENTS:
+            # Checked here, not left to ClassificationBatches, whose advice (rebuild the source with the
+            # task's classes or identities) cannot be followed for a fixed dataset.
+            if self.num_classes != 2:
+                raise HoloError(f"data.source={CIVIL_COMMENTS} has 2 classes (toxic or not), but task.num_classes "
+                                f"is {self.num_classes}; set task.num_classes=2.")
+            unknown = [name for name in self.identities if name not in IDENTITY_COLUMNS]
+            if unknown:
+                raise HoloError(f"task.identities names {', '.join(unknown)}, which Civil Comments does not "
+                                f"annotate; use its columns: {', '.join(IDENTITY_COLUMNS)}.")
+            # task.label_key's default `label` names no Civil Comments column: it means toxicity.
+            label_column = "toxicity" if self.label_key == "label" else self.label_key
+            source = CivilCommentsSource(split, label_column=label_column, text_key=cfg.data.text_key,
+                                         data_dir=cfg.data.tfds_data_dir or None)
+        else:
             raise HoloError(
-                "task.kind=sequence_classification reads labelled .jsonl examples: set data.source=files and "
-                "data.paths=<files with {\"text\", \"label\", \"identities\"} lines>."
+                "task.kind=sequence_classification reads labelled .jsonl examples (data.source=files, data.paths="
+                "<files of {\"text\", \"label\", \"identities\"} lines>) or Civil Comments (data.source="
+                f"{CIVIL_COMMENTS}), not the unlabelled text of data.source={cfg.data.source}; set one of those."
             )
-        source = LocalExamplesSource(cfg.data.paths, num_classes=self.num_classes, split=split,
-                                     text_key=cfg.data.text_key, label_key=self.label_key,
-                                     identity_vocabulary=())  # names the task does not track are ignored
         return ClassificationBatches(source, tokenizer, seq_len=cfg.model.max_len, global_batch=cfg.global_batch,
                                      num_classes=self.num_classes, identities=self.identities,
                                      process_index=shard_index, process_count=shard_count, seed=cfg.data.seed)
