@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.configs import pretrain as configs
 
     initialize(args.coordinator, args.num_processes, args.process_id)
+    import holo_jax.fairness  # noqa: F401  (registers the shipped stage kinds: adversarial_debias)
     for module in args.plugin:
         try:
             importlib.import_module(module)

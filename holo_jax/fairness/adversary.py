@@ -170,6 +170,19 @@ class AdversarialDebias(Stage):
         stage.name = self.name
         return stage
 
+    def bind_task(self, task) -> None:
+        """Predict the task's identity columns unless the section names them; only a binary
+        sequence classifier has the log-odds the adversary reads."""
+        if getattr(task, "name", None) != "sequence_classification" or getattr(task, "num_classes", 0) != 2:
+            raise HoloError(f"stage `{self.name}` ({self.cfg.kind}) debiases a binary classifier: set "
+                            f"task.kind=sequence_classification and task.num_classes=2.")
+        if not self.identities:
+            self.identities = tuple(task.identities)
+        elif tuple(task.identities) != self.identities:
+            raise HoloError(f"{self.cfg.section_key()}.identities ({', '.join(self.identities)}) must be the task's "
+                            f"identity columns in order ({', '.join(task.identities) or 'none'}); leave it empty "
+                            f"to use task.identities.")
+
     # -- hooks ------------------------------------------------------------------------
 
     def init(self, key, params):

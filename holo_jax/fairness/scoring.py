@@ -194,7 +194,7 @@ def load_classifier(workdir: str | Path, *, batch_size: int = DEFAULT_BATCH_SIZE
     # parameters are the same under every policy (the loop restores any run into either).
     model_cfg = dataclasses.replace(_section(ModelConfig, config.get("model"), "model", path), remat="none")
     optim_cfg = _section(OptimConfig, config.get("optim"), "optim", path)
-    stages = build_stages(_stage_sections(config.get("stages"), path))
+    stages = build_stages(_stage_sections(config.get("stages"), path), make_task(task_cfg))
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     tokenizer = make_tokenizer(str(data.get("tokenizer", "byte")))
     if tokenizer.vocab_size > model_cfg.vocab_size:

@@ -104,7 +104,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
     cfg.check()
     workdir = Path(workdir).absolute()
     primary = jax.process_index() == 0
-    task, stages = make_task(cfg.task), build_stages(cfg.stages)
+    task = make_task(cfg.task)
+    stages = build_stages(cfg.stages, task)
     # `model.remat=default` runs as "auto" where a per-device budget is known, else as "none";
     # resolved before any work, so a missing budget under an explicit "auto" (CPU) fails in the
     # first second. The run record keeps the setting as given (`asked`): a run resumed on other

@@ -59,6 +59,11 @@ class Stage:
     # Emit cadence in steps; 0: `emit` is never called and adds nothing to the compiled step.
     emit_every: int = 0
 
+    def bind_task(self, task: Any) -> None:
+        """Called once with the run's task before anything is built: a stage that depends on what
+        the task's batches hold (e.g. its identity columns) takes it from there, or refuses a task
+        it cannot serve in one sentence."""
+
     def init(self, key: jax.Array, params: PyTree) -> PyTree:
         """This stage's own state (its trainable parameters, optimizer state, residuals ...)."""
         return ()
@@ -125,8 +130,9 @@ def register_stage(config_cls: type[StageConfig]) -> Callable[[Callable[[StageCo
     return register
 
 
-def build_stages(configs: Sequence[StageConfig]) -> tuple[Stage, ...]:
-    """The stages the config's `stages` sections describe, in order, each named after its section."""
+def build_stages(configs: Sequence[StageConfig], task: Any = None) -> tuple[Stage, ...]:
+    """The stages the config's `stages` sections describe, in order, each named after its section
+    and bound to `task` (see `Stage.bind_task`)."""
     stages = []
     for cfg in configs:
         if cfg.kind not in _FACTORIES:
@@ -134,5 +140,7 @@ def build_stages(configs: Sequence[StageConfig]) -> tuple[Stage, ...]:
             raise HoloError(f"stage kind `{cfg.kind}` has no registered implementation; known kinds: {known}.")
         stage = _FACTORIES[cfg.kind](cfg)
         stage.name = cfg.stage_name
+        if task is not None:
+            stage.bind_task(task)
         stages.append(stage)
     return check_stages(stages)

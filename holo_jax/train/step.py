@@ -152,12 +152,12 @@ def make_train_step(task: Task, model: nn.Module, optimizer: optax.GradientTrans
             terms, stats, term_grads = sums["terms"], sums["stats"], sums["term_grads"]
 
             finite = _tree_all_finite(grads)
-            grad_norm = optax.global_norm(grads)
             stage_states = dict(state.stage_states)
             for stage in stages:
                 wanted = {t: term_grads[TASK_TERM if t == TASK_TERM else f"{stage.name}/{t}"] for t in stage.grad_terms}
                 grads, stage_states[stage.name] = stage.grads(grads, wanted, stage_states[stage.name],
                                                               stats[stage.name], stage_key(key, stage.name, "grads"))
+            grad_norm = optax.global_norm(grads)  # of what the optimizer gets, after the stages' transforms
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
             for stage in stages:

@@ -212,3 +212,15 @@ def test_bad_values_are_one_sentence(field, value, message):
 def test_a_bad_override_is_one_sentence():
     with pytest.raises(HoloError, match=r"^stages\.adversarial_debias\.alpha must be at least 0, got -0\.5\.$"):
         override(TrainConfig(), ["stages=adversarial_debias", "stages.adversarial_debias.alpha=-0.5"])
+
+
+def test_the_stage_takes_the_tasks_identities_and_refuses_another_task():
+    from holo_jax.train.tasks import NextTokenLM
+
+    (stage,) = build_stages(override(TrainConfig(), ["stages=adversarial_debias"]).stages, TASK)
+    assert stage.identities == tuple(TASK.identities)
+    with pytest.raises(HoloError, match="debiases a binary classifier"):
+        build_stages(override(TrainConfig(), ["stages=adversarial_debias"]).stages, NextTokenLM())
+    named = override(TrainConfig(), ["stages=adversarial_debias", "stages.adversarial_debias.identities=muslim"])
+    with pytest.raises(HoloError, match="must be the task's identity columns in order"):
+        build_stages(named.stages, TASK)
