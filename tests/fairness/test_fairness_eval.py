@@ -1,7 +1,6 @@
 """`python -m experiments.fairness_eval` on a tiny trained classifier: the scores are the restored
 model's, one per line in order; the report's AUCs are scikit-learn's on those scores; bad input
 is one sentence and exit status 2."""
-import dataclasses
 import json
 import os
 import subprocess
@@ -15,7 +14,6 @@ from sklearn.metrics import roc_auc_score
 
 from experiments.configs.pretrain import tiny
 from experiments.fairness_eval import main
-from holo_jax.config import DataConfig
 from holo_jax.errors import HoloError
 from holo_jax.fairness.scoring import load_classifier, read_examples
 from holo_jax.train.loop import train
