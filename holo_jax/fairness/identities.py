@@ -24,12 +24,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+# The columns and thresholds (toxic / mentions an identity when at least half of the raters said so)
+# are the data's: defined once with the Civil Comments source, which applies them; re-exported here.
+from holo_jax.data.civil_comments import IDENTITY_COLUMNS, MEMBERSHIP_THRESHOLD, TOXIC_THRESHOLD
 from holo_jax.errors import HoloError
-
-# A comment is toxic when at least half of its raters called it toxic or very toxic (Kaggle data page).
-TOXIC_THRESHOLD = 0.5
-# A comment mentions an identity when at least half of its raters said so (Kaggle benchmark kernel).
-MEMBERSHIP_THRESHOLD = 0.5
 
 # Axis -> its identities, in the column order of the TFDS builder (which groups them by question).
 AXES: dict[str, tuple[str, ...]] = {
@@ -43,8 +41,10 @@ AXES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# All 24 identity columns, in the TFDS builder's order.
-IDENTITIES: tuple[str, ...] = tuple(name for members in AXES.values() for name in members)
+# All 24 identity columns, in the TFDS builder's order (the axes group them by question).
+IDENTITIES: tuple[str, ...] = IDENTITY_COLUMNS
+if tuple(name for members in AXES.values() for name in members) != IDENTITIES:
+    raise ImportError("the identity axes do not list the Civil Comments identity columns in order")
 
 # Identity -> its axis.
 AXIS_OF: dict[str, str] = {name: axis for axis, members in AXES.items() for name in members}
