@@ -279,7 +279,8 @@ class DataConfig(Section):
     SECTION: ClassVar[str] = "data"
 
     # civil_comments holds labelled examples (TFDS civil_comments/CivilCommentsIdentities), so only
-    # task.kind=sequence_classification reads it; files serves both tasks; the others are LM text only.
+    # task.kind=sequence_classification reads it; files serves both tasks; embedded too (the pydoc
+    # corpus for LM, a generated toxicity set for classification); the others are LM text only.
     source: Literal["embedded", "files", "c4", "realnews", "wikitext103", "bookcorpus", "civil_comments"] = "embedded"
     paths: tuple[str, ...] = ()  # for source=files: .txt / .jsonl files or globs
     text_key: Annotated[str, NON_EMPTY] = "text"  # field of .jsonl records holding the text
@@ -510,9 +511,12 @@ class TrainConfig(Section):
             raise HoloError("data.source=civil_comments holds labelled comments for task.kind=sequence_classification, "
                             "not documents for language modelling; set task.kind=sequence_classification or pick "
                             "another data.source.")
-        if self.task.kind == "sequence_classification" and self.data.source not in ("files", "civil_comments"):
-            raise HoloError(f"task.kind=sequence_classification reads labelled .jsonl examples (data.source=files) or "
-                            f"civil_comments, not data.source={self.data.source}; set data.source to one of those.")
+        # embedded means the pydoc corpus for the LM task and the generated toxicity set for classification.
+        if self.task.kind == "sequence_classification" and self.data.source not in ("files", "civil_comments",
+                                                                                   "embedded"):
+            raise HoloError(f"task.kind=sequence_classification reads labelled .jsonl examples (data.source=files), "
+                            f"civil_comments or embedded (a generated toxicity set), not data.source="
+                            f"{self.data.source}; set data.source to one of those.")
         if self.global_batch % self.microbatches:
             raise HoloError(f"global_batch={self.global_batch} is not divisible by microbatches={self.microbatches}; "
                             f"choose a divisor of {self.global_batch}.")

@@ -124,7 +124,8 @@ CASES = [
     ("rows_not_sharing_devices", S("global_batch=4", "mesh.plan=manual"), "data-parallel devices"),
     ("tfds_not_prepared", S("data.source=c4", "data.tfds_data_dir={missing}"), "tfds build"),
     ("validation_split_empty", S("data.source=files", "data.paths={one_doc}"), "has no documents"),
-    ("classification_on_embedded_text", S("task.kind=sequence_classification"), "reads labelled .jsonl examples"),
+    ("classification_on_unlabelled_tfds", S("task.kind=sequence_classification", "data.source=c4"),
+     "reads labelled .jsonl examples"),
     ("classification_on_plain_text", S("task.kind=sequence_classification", "data.source=files",
                                        "data.paths={one_doc}"), "is not .jsonl"),
 ]

@@ -9,6 +9,7 @@ from holo_jax.data.tokenizer import ByteTokenizer, SentencePieceTokenizer, Token
 from holo_jax.data.examples import Example, ExampleSource, LocalExamplesSource
 from holo_jax.data.classification import CLASSIFICATION_STATE_KEYS, ClassificationBatches
 from holo_jax.data.civil_comments import CivilCommentsSource
+from holo_jax.data.embedded_toxicity import EMBEDDED_IDENTITIES, EmbeddedToxicitySource
 
 __all__ = [
     "SOURCE_NAMES",
@@ -34,4 +35,6 @@ __all__ = [
     "ExampleSource",
     "LocalExamplesSource",
     "CivilCommentsSource",
+    "EMBEDDED_IDENTITIES",
+    "EmbeddedToxicitySource",
 ]

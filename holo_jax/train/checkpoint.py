@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+import jax
 import orbax.checkpoint as ocp
 
 from holo_jax.config import CheckpointConfig
@@ -23,9 +24,28 @@ from holo_jax.errors import HoloError
 PyTree = Any
 
 
+def _host_barriers_for_orbax() -> None:
+    """Make orbax synchronise processes through the jax.distributed coordination service.
+
+    By default orbax (0.12) syncs with `multihost_utils.sync_global_devices`, a device collective,
+    and it does so from its async-save thread too. Device collectives are paired across processes
+    by the order in which each process dispatches them, so one dispatched from a background thread
+    can pair with the trainer's own collective (a train step, the preemption flags' all-gather) on
+    another process: seen here as a 2-process run that hung at its first save, one process in the
+    all-gather, the other already done. The coordination-service barrier is keyed by name and
+    safe from any thread (orbax's `get_barrier_sync_fn` docstring says so)."""
+    from absl import flags
+
+    flag = flags.FLAGS["experimental_orbax_use_distributed_barrier"]
+    flag.value = True
+    flag.present = 1  # readable although absl never parsed a command line here
+
+
 class Checkpointer:
     def __init__(self, directory: str | Path, cfg: CheckpointConfig):
         self.directory = Path(directory).absolute()
+        if jax.process_count() > 1:
+            _host_barriers_for_orbax()
         options = ocp.CheckpointManagerOptions(
             # Exactly every N steps (orbax would otherwise also save the first step it sees).
             save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(max(cfg.every_steps, 1)),

@@ -175,8 +175,10 @@ class SequenceClassification:
         return metrics
 
     def open_batches(self, cfg, split, tokenizer, *, shard_index, shard_count):
-        from holo_jax.data import CivilCommentsSource, ClassificationBatches, LocalExamplesSource
+        from holo_jax.data import (CivilCommentsSource, ClassificationBatches, EmbeddedToxicitySource,
+                                   LocalExamplesSource)
         from holo_jax.data.civil_comments import IDENTITY_COLUMNS, SOURCE_NAME as CIVIL_COMMENTS
+        from holo_jax.data.embedded_toxicity import EMBEDDED_IDENTITIES
 
         if cfg.data.source == "files":
             source = LocalExamplesSource(cfg.data.paths, num_classes=self.num_classes, split=split,
@@ -196,11 +198,26 @@ class SequenceClassification:
             label_column = "toxicity" if self.label_key == "label" else self.label_key
             source = CivilCommentsSource(split, label_column=label_column, text_key=cfg.data.text_key,
                                          data_dir=cfg.data.tfds_data_dir or None)
+        elif cfg.data.source == "embedded":
+            # The generated toxicity set (holo_jax.data.embedded_toxicity); fixed by its own seed, not
+            # data.seed (the shuffle's), so runs that shuffle differently are scored on the same examples.
+            if self.num_classes != 2:
+                raise HoloError(f"data.source=embedded (sequence_classification) has 2 classes (toxic or not), but "
+                                f"task.num_classes is {self.num_classes}; set task.num_classes=2.")
+            unknown = [name for name in self.identities if name not in EMBEDDED_IDENTITIES]
+            if unknown:
+                raise HoloError(f"task.identities names {', '.join(unknown)}, which the embedded toxicity set does "
+                                f"not cover; use: {', '.join(EMBEDDED_IDENTITIES)}.")
+            if self.label_key != "label":
+                raise HoloError(f"data.source=embedded has one label (toxic or not), but task.label_key is "
+                                f"`{self.label_key}`; leave task.label_key at `label`.")
+            source = EmbeddedToxicitySource(split)
         else:
             raise HoloError(
                 "task.kind=sequence_classification reads labelled .jsonl examples (data.source=files, data.paths="
-                "<files of {\"text\", \"label\", \"identities\"} lines>) or Civil Comments (data.source="
-                f"{CIVIL_COMMENTS}), not the unlabelled text of data.source={cfg.data.source}; set one of those."
+                "<files of {\"text\", \"label\", \"identities\"} lines>), Civil Comments (data.source="
+                f"{CIVIL_COMMENTS}) or the embedded toxicity set (data.source=embedded), not the unlabelled text of "
+                f"data.source={cfg.data.source}; set one of those."
             )
         return ClassificationBatches(source, tokenizer, seq_len=cfg.model.max_len, global_batch=cfg.global_batch,
                                      num_classes=self.num_classes, identities=self.identities,

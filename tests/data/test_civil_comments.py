@@ -267,9 +267,10 @@ def test_the_classification_task_opens_it(mocked):
                                     r"is 3; set task.num_classes=2\.$"),
     (SequenceClassification(2, ("muslims",)), (), r"^task.identities names muslims, which Civil Comments does not "
                                                   r"annotate; use its columns: male, female, .*other_disability\.$"),
-    (SequenceClassification(2), ("data.source=embedded",),
-     r"^task.kind=sequence_classification reads labelled .jsonl examples \(data.source=files, .*\) or Civil "
-     r"Comments \(data.source=civil_comments\), not the unlabelled text of data.source=embedded; set one of those\.$"),
+    (SequenceClassification(2), ("data.source=c4",),
+     r"^task.kind=sequence_classification reads labelled .jsonl examples \(data.source=files, .*\), Civil "
+     r"Comments \(data.source=civil_comments\) or the embedded toxicity set \(data.source=embedded\), not the "
+     r"unlabelled text of data.source=c4; set one of those\.$"),
 ])
 def test_the_classification_task_refuses_what_it_cannot_serve(mocked, task, assignments, message):
     with pytest.raises(HoloError, match=message):
