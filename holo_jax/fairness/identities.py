@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 # The columns and thresholds (toxic / mentions an identity when at least half of the raters said so)
 # are the data's: defined once with the Civil Comments source, which applies them; re-exported here.
-from holo_jax.data.civil_comments import IDENTITY_COLUMNS, MEMBERSHIP_THRESHOLD, TOXIC_THRESHOLD
+from holo_jax.data.civil_comments import IDENTITY_COLUMNS, MEMBERSHIP_THRESHOLD, TOXIC_THRESHOLD  # noqa: F401
 from holo_jax.errors import HoloError
 
 # Axis -> its identities, in the column order of the TFDS builder (which groups them by question).

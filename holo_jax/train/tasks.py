@@ -174,6 +174,17 @@ class SequenceClassification:
             metrics["eval_auc"] = float(np.nanmean([roc_auc(labels == c, probs[:, c]) for c in range(self.num_classes)]))
         return metrics
 
+    def _check_fixed_dataset(self, what: str, not_covered: str, columns: tuple[str, ...]) -> None:
+        """A fixed toxicity dataset (checked here, not left to ClassificationBatches, whose advice to
+        rebuild the source with the task's classes or identities cannot be followed for one)."""
+        if self.num_classes != 2:
+            raise HoloError(f"{what} has 2 classes (toxic or not), but task.num_classes is {self.num_classes}; "
+                            f"set task.num_classes=2.")
+        unknown = [name for name in self.identities if name not in columns]
+        if unknown:
+            raise HoloError(f"task.identities names {', '.join(unknown)}, which {not_covered}; use: "
+                            f"{', '.join(columns)}.")
+
     def open_batches(self, cfg, split, tokenizer, *, shard_index, shard_count):
         from holo_jax.data import (CivilCommentsSource, ClassificationBatches, EmbeddedToxicitySource,
                                    LocalExamplesSource)
@@ -185,15 +196,8 @@ class SequenceClassification:
                                          text_key=cfg.data.text_key, label_key=self.label_key,
                                          identity_vocabulary=())  # names the task does not track are ignored
         elif cfg.data.source == CIVIL_COMMENTS:
-            # Checked here, not left to ClassificationBatches, whose advice (rebuild the source with the
-            # task's classes or identities) cannot be followed for a fixed dataset.
-            if self.num_classes != 2:
-                raise HoloError(f"data.source={CIVIL_COMMENTS} has 2 classes (toxic or not), but task.num_classes "
-                                f"is {self.num_classes}; set task.num_classes=2.")
-            unknown = [name for name in self.identities if name not in IDENTITY_COLUMNS]
-            if unknown:
-                raise HoloError(f"task.identities names {', '.join(unknown)}, which Civil Comments does not "
-                                f"annotate; use its columns: {', '.join(IDENTITY_COLUMNS)}.")
+            self._check_fixed_dataset(f"data.source={CIVIL_COMMENTS}", "Civil Comments does not annotate",
+                                      IDENTITY_COLUMNS)
             # task.label_key's default `label` names no Civil Comments column: it means toxicity.
             label_column = "toxicity" if self.label_key == "label" else self.label_key
             source = CivilCommentsSource(split, label_column=label_column, text_key=cfg.data.text_key,
@@ -201,13 +205,8 @@ class SequenceClassification:
         elif cfg.data.source == "embedded":
             # The generated toxicity set (holo_jax.data.embedded_toxicity); fixed by its own seed, not
             # data.seed (the shuffle's), so runs that shuffle differently are scored on the same examples.
-            if self.num_classes != 2:
-                raise HoloError(f"data.source=embedded (sequence_classification) has 2 classes (toxic or not), but "
-                                f"task.num_classes is {self.num_classes}; set task.num_classes=2.")
-            unknown = [name for name in self.identities if name not in EMBEDDED_IDENTITIES]
-            if unknown:
-                raise HoloError(f"task.identities names {', '.join(unknown)}, which the embedded toxicity set does "
-                                f"not cover; use: {', '.join(EMBEDDED_IDENTITIES)}.")
+            self._check_fixed_dataset("data.source=embedded (sequence_classification)",
+                                      "the embedded toxicity set does not cover", EMBEDDED_IDENTITIES)
             if self.label_key != "label":
                 raise HoloError(f"data.source=embedded has one label (toxic or not), but task.label_key is "
                                 f"`{self.label_key}`; leave task.label_key at `label`.")

@@ -266,7 +266,7 @@ def test_the_classification_task_opens_it(mocked):
     (SequenceClassification(3), (), r"^data.source=civil_comments has 2 classes \(toxic or not\), but task.num_classes "
                                     r"is 3; set task.num_classes=2\.$"),
     (SequenceClassification(2, ("muslims",)), (), r"^task.identities names muslims, which Civil Comments does not "
-                                                  r"annotate; use its columns: male, female, .*other_disability\.$"),
+                                                  r"annotate; use: male, female, .*other_disability\.$"),
     (SequenceClassification(2), ("data.source=c4",),
      r"^task.kind=sequence_classification reads labelled .jsonl examples \(data.source=files, .*\), Civil "
      r"Comments \(data.source=civil_comments\) or the embedded toxicity set \(data.source=embedded\), not the "
