@@ -137,7 +137,7 @@ class Checkpointer:
             self._manager.close()
         elif self._redirect is not None:
             # A library or notebook caller gets its stderr back once the trainer returns.
-            self._redirect.restore()
+            self._redirect.restore(self.directory.parent / "restore_errors.log")
             self._redirect = None
 
 
@@ -145,14 +145,33 @@ class _Redirect:
     original: TextIO | None = None  # the stderr from before, once the block has raised
     saved_fd: int | None = None
 
-    def restore(self) -> None:
-        """Point fd 2 back at the stderr from before (after a block that raised)."""
+    def restore(self, log: Path | None = None) -> None:
+        """Point fd 2 back at the stderr from before (after a block that raised). Tensorstore's
+        reader threads may still fail later, calling into orbax's closed event loop; Python reports
+        those through `sys.unraisablehook`, which from now on sends exactly those to `log`."""
         if self.saved_fd is None:
             return
+        if log is not None:
+            _late_loop_errors_to(log)
         sys.stderr.flush()
         os.dup2(self.saved_fd, 2)
         os.close(self.saved_fd)
         self.saved_fd = None
+
+
+def _late_loop_errors_to(log: Path) -> None:
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            import traceback
+
+            with open(log, "a", encoding="utf-8") as f:
+                traceback.print_exception(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback, file=f)
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 @contextlib.contextmanager
