@@ -144,6 +144,15 @@ def _entropy(p: jax.Array) -> jax.Array:
     return jnp.where((p > 0) & (p < 1), -(q * jnp.log(q) + (1 - q) * jnp.log1p(-q)), 0.0)
 
 
+def binary_logits(outputs: dict, what: str) -> jax.Array:
+    """The task's logits [b, 2], checked at trace time; `what` says who needs them, for the sentence."""
+    logits_bc = outputs["logits"]
+    if logits_bc.ndim != 2 or logits_bc.shape[-1] != 2:
+        raise HoloError(f"{what} (logits [batch, 2]), got logits of shape {tuple(logits_bc.shape)}; use "
+                        f"task.kind=sequence_classification with task.num_classes=2.")
+    return logits_bc
+
+
 class AdversarialDebias(Stage):
     """The stage (holo_jax.train.stages contract). Term `adversary`: the adversary's loss as a
     function of the model (adversary fixed); the step pulls it back separately from the task's
@@ -204,11 +213,7 @@ class AdversarialDebias(Stage):
 
     def _inputs(self, batch, outputs):
         """(log-odds [b], label [b] or None, identities [b, k]), after checking shapes at trace time."""
-        logits_bc = outputs["logits"]
-        if logits_bc.ndim != 2 or logits_bc.shape[-1] != 2:
-            raise HoloError(f"stage `{self.name}` debiases a binary classifier (logits [batch, 2]), got logits of "
-                            f"shape {tuple(logits_bc.shape)}; use task.kind=sequence_classification with "
-                            f"task.num_classes=2.")
+        logits_bc = binary_logits(outputs, f"stage `{self.name}` debiases a binary classifier")
         if "identities" not in batch or batch["identities"].shape[-1] != len(self.identities):
             got = batch["identities"].shape[-1] if "identities" in batch else 0
             raise HoloError(f"stage `{self.name}` predicts {len(self.identities)} identities "

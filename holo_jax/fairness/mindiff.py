@@ -59,6 +59,7 @@ import jax.numpy as jnp
 
 from holo_jax.config import NON_EMPTY, Above, AtLeast, InRange, StageConfig
 from holo_jax.errors import HoloError
+from holo_jax.fairness.adversary import binary_logits
 from holo_jax.train.stages import Stage, register_stage
 from holo_jax.train.stats import Stat, safe_divide
 
@@ -166,11 +167,7 @@ class MinDiff(Stage):
 
     def _groups(self, batch, outputs):
         """(probability of label 1 [b], group a mask [b], group b mask [b]), shapes checked at trace time."""
-        logits_bc = outputs["logits"]
-        if logits_bc.ndim != 2 or logits_bc.shape[-1] != 2:
-            raise HoloError(f"stage `{self.name}` compares a binary classifier's scores (logits [batch, 2]), got "
-                            f"logits of shape {tuple(logits_bc.shape)}; use task.kind=sequence_classification "
-                            f"with task.num_classes=2.")
+        logits_bc = binary_logits(outputs, f"stage `{self.name}` compares a binary classifier's scores")
         if not self.columns:
             raise HoloError(f"stage `{self.name}` was not bound to a task: build it with build_stages(configs, "
                             f"task) or call for_columns(task.identities).")
