@@ -423,11 +423,32 @@ class TaskConfig(Section):
     # (`identities` in the examples); membership is a batch field the stages can read.
     identities: tuple[Annotated[str, NON_EMPTY], ...] = ()
     label_key: Annotated[str, NON_EMPTY] = "label"  # field of the .jsonl examples holding the class id
+    # sequence_classification: what the head reads. "last": the hidden state at the last real token
+    # (the only position a causal decoder has seen the whole text from; what a fine-tuned LM's
+    # next-token state holds). "mean": the mean over the real tokens (every position's state gets
+    # gradient; trained from scratch on short texts it learns far faster: BENCHMARKS.md, issue 12).
+    pooling: Literal["last", "mean"] = "last"
+    # sequence_classification only: the --workdir of a pretraining run (config.json + checkpoints/).
+    # A run that starts fresh takes its decoder's parameters from that run's latest checkpoint
+    # (parameters only, resharded onto this run's mesh) and initialises the head as from scratch
+    # (holo_jax.train.warm_start). The directory is read, and checked against this run's model and
+    # tokenizer, only then: a resumed run restores its own checkpoint and never reads it again, so
+    # it resumes even after the pretraining directory was moved or deleted.
+    # Not in MUTABLE_ON_RESUME (holo_jax.train.run_config), although it means nothing once the run
+    # has a checkpoint: the same command resumes whether or not the directory still exists, and the
+    # one case where a new value would be read, a restart of a run that crashed before its first
+    # checkpoint, would start from other weights than config.json records; that is a new run, in a
+    # new --workdir.
+    init_from: str = ""
 
     def check_relations(self, at: str) -> None:
         repeated = sorted({i for i in self.identities if self.identities.count(i) > 1})
         if repeated:
             raise HoloError(f"{at}.identities names {', '.join(repeated)} more than once; list each identity once.")
+        if self.init_from and self.kind != "sequence_classification":
+            raise HoloError(f"{at}.init_from is set but {at}.kind is {self.kind}; a warm start initialises the "
+                            f"decoder of a sequence_classification run from a pretraining run: set "
+                            f"{at}.kind=sequence_classification or leave {at}.init_from empty.")
 
 
 # A stage's name keys `--set stages.NAME.FIELD=V` and `stages=KIND:NAME`, so it cannot hold their separators.

@@ -128,6 +128,14 @@ CASES = [
      "reads labelled .jsonl examples"),
     ("classification_on_plain_text", S("task.kind=sequence_classification", "data.source=files",
                                        "data.paths={one_doc}"), "is not .jsonl"),
+    # task.init_from (a warm start; more cases, against a real pretraining run, in tests/train/test_warm_start.py)
+    ("init_from_on_lm", S("task.init_from={dir}"), "task.init_from is set but task.kind is next_token_lm"),
+    ("init_from_missing", S("task.kind=sequence_classification", "task.init_from={missing}"),
+     "missing.txt does not exist; give the --workdir of a pretraining run"),
+    ("init_from_a_file", S("task.kind=sequence_classification", "task.init_from={csv}"),
+     "table.csv is not a directory; give the --workdir of a pretraining run"),
+    ("init_from_not_a_run", S("task.kind=sequence_classification", "task.init_from={dir}"),
+     "holds no config.json, so it is not a holo_jax run directory"),
 ]
 
 

@@ -60,8 +60,16 @@ class AdversarialDebiasConfig(StageConfig):
     # "sqrt": alpha * sqrt(t) at the t-th applied step, Zhang et al.'s schedule (paired there with a
     # 1/t predictor learning rate, so the adversary's share grows as the task's steps shrink).
     alpha_schedule: Literal["constant", "sqrt"] = "constant"
-    # The adversary's own Adam learning rate (AIF360 starts both players at 0.001).
-    learning_rate: Annotated[float, Above(0.0)] = 1e-3
+    # The adversary's own Adam learning rate. AIF360 uses 0.001 for both players; a linear
+    # adversary starting at p = 0.5 then needs thousands of steps to reach the base rate of a
+    # rare identity (logit -3 for 5% of rows), and until it does its gradient says "everyone is
+    # less likely a member", which is nearly parallel to the task's (measured cosine 0.997 on the
+    # embedded set) so the projection erases the task's learning. A tiny model takes 0.01 fine.
+    learning_rate: Annotated[float, Above(0.0)] = 1e-2
+    # Applied steps in which only the adversary learns (the predictor gets the task's gradient
+    # alone): it starts the game calibrated instead of pushing the predictor with the error of its
+    # initialisation. The sqrt schedule counts from the end of the warm-up.
+    warmup_steps: Annotated[int, AtLeast(0)] = 100
     # 0: a linear adversary, as Zhang et al. and AIF360; else one hidden layer of this width.
     hidden: Annotated[int, AtLeast(0)] = 0
     # The adversary also sees the true label: equality of odds rather than demographic parity.
@@ -87,13 +95,14 @@ def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
     return sum(parts, jnp.float32(0.0))
 
 
-def zhang_update(grads: PyTree, g_task: PyTree, g_adv: PyTree, alpha: jax.Array, projection: bool
-                 ) -> tuple[PyTree, jax.Array]:
+def zhang_update(grads: PyTree, g_task: PyTree, g_adv: PyTree, alpha: jax.Array, projection: bool,
+                 active: jax.Array | bool = True) -> tuple[PyTree, jax.Array]:
     """(the predictor's gradient of Zhang et al. eq. 1, cos(g_task, g_adv)).
 
     `grads` is the step's total, which holds g_task + g_adv and whatever other stages added; the
     two are replaced by g_task - proj_{g_adv}(g_task) - alpha * g_adv, and the rest is kept, so
-    this stage composes with other loss terms (e.g. a MinDiff penalty) instead of erasing them."""
+    this stage composes with other loss terms (e.g. a MinDiff penalty) instead of erasing them.
+    With `active` false (the adversary's warm-up) they are replaced by g_task alone."""
     dot, adv_sq, task_sq = tree_vdot(g_task, g_adv), tree_vdot(g_adv, g_adv), tree_vdot(g_task, g_task)
     # |g_adv| = 0 (an adversary with nothing to say, e.g. a batch without identity mentions or
     # alpha's first steps at a saddle) must leave g_task untouched, not divide by zero. `tiny`
@@ -101,7 +110,7 @@ def zhang_update(grads: PyTree, g_task: PyTree, g_adv: PyTree, alpha: jax.Array,
     coef = jnp.where(adv_sq > jnp.finfo(jnp.float32).tiny, dot / jnp.maximum(adv_sq, jnp.finfo(jnp.float32).tiny), 0.0)
     norms = jnp.sqrt(task_sq) * jnp.sqrt(adv_sq)
     cosine = jnp.where(norms > 0, dot / jnp.where(norms > 0, norms, 1.0), 0.0)
-    coef = coef if projection else jnp.zeros_like(coef)
+    coef = jnp.where(active, coef, 0.0) if projection else jnp.zeros_like(coef)
 
     def leaf(total, t, a):
         rest = total - t - a  # other stages' terms; rounding noise when this stage is alone
@@ -244,13 +253,19 @@ class AdversarialDebias(Stage):
         return terms, stats
 
     def alpha(self, count: jax.Array) -> jax.Array:
-        """The reversal weight of the step after `count` applied ones."""
+        """The reversal weight of the step after `count` applied ones: 0 during the warm-up."""
         alpha = jnp.float32(self.cfg.alpha)
-        return alpha * jnp.sqrt((count + 1).astype(jnp.float32)) if self.cfg.alpha_schedule == "sqrt" else alpha
+        played = count - self.cfg.warmup_steps  # steps of the game before this one
+        if self.cfg.alpha_schedule == "sqrt":
+            alpha = alpha * jnp.sqrt(jnp.maximum(played + 1, 0).astype(jnp.float32))
+        return jnp.where(played >= 0, alpha, 0.0)
 
     def grads(self, grads, term_grads, stage_state, stats, key):
-        alpha = self.alpha(stage_state["count"])
-        new, cosine = zhang_update(grads, term_grads["task"], term_grads[TERM], alpha, self.cfg.projection)
+        count = stage_state["count"]
+        alpha = self.alpha(count)
+        playing = count >= self.cfg.warmup_steps
+        new, cosine = zhang_update(grads, term_grads["task"], term_grads[TERM], alpha, self.cfg.projection,
+                                   active=playing)
         return new, {**stage_state, "alpha": alpha, "cosine": cosine}
 
     def update(self, stage_state, stats, key):

@@ -141,6 +141,61 @@ class Checkpointer:
             self._redirect = None
 
 
+def finished_steps(directory: str | Path) -> list[int]:
+    """The steps with a finished checkpoint under `directory`, ascending; [] when it does not exist.
+    Reads the directory only (no manager, nothing created), so it can run before a run decides
+    whether it starts fresh or resumes."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    try:
+        return sorted(ocp.utils.checkpoint_steps(directory))
+    except (OSError, ValueError):  # an unreadable directory, or entries orbax cannot name
+        return []
+
+
+def restore_params(directory: str | Path, step: int, wanted: PyTree, log: Path) -> PyTree:
+    """The subtree `wanted` of the parameters saved at `step` under `directory` (another run's
+    checkpoints), and nothing else: no optimizer or stage state, no data position, which would
+    only fit the run that wrote them. `wanted` is a nested dict of ShapeDtypeStructs carrying the
+    shardings to restore into (any mesh: orbax reshards). Opens the directory read-only (nothing
+    is created, saved or pruned there); tensorstore's tracebacks for a damaged checkpoint go to
+    `log`, and the failure is one HoloError sentence."""
+    import logging
+
+    directory = Path(directory).absolute()
+    if jax.process_count() > 1:
+        _host_barriers_for_orbax()
+    # Orbax logs a warning for every read-only manager, which is the point here, not news.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        manager = ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0),
+            item_names=("state", "data"))
+    finally:
+        absl_logger.setLevel(level)
+    target = {"params": wanted}
+    try:
+        with _stderr_to(log) as redirect:
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True)))
+    except Exception as e:  # orbax raises many types (ValueError, FileNotFoundError, tensorstore errors)
+        # Leave the manager open: reads still in flight call back into its event loop (see
+        # Checkpointer.restore); stderr comes back, their late tracebacks keep going to the log.
+        redirect.restore(log)
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise HoloError(f"the checkpoint for step {step} in {directory} cannot be read ({reason}); if it is "
+                        f"damaged, move that step's directory aside to start from the previous checkpoint "
+                        f"(steps present: {finished_steps(directory)}; details: {log}).") from e
+    manager.close()
+    if log.exists() and log.stat().st_size == 0:
+        log.unlink()
+    return restored["state"]["params"]
+
+
 class _Redirect:
     original: TextIO | None = None  # the stderr from before, once the block has raised
     saved_fd: int | None = None

@@ -33,7 +33,7 @@ from holo_jax.errors import HoloError
 from holo_jax.memory import AUTO, StepCompiler, candidate_policies, microbatch_options, plan_remat, resolve_remat
 from holo_jax.parallel.grad_comm_plan import make_grad_comm, resolve_grad_comm
 from holo_jax.parallel.rules import batch_sharding, data_parallel_size
-from holo_jax.train.checkpoint import Checkpointer
+from holo_jax.train.checkpoint import Checkpointer, finished_steps
 from holo_jax.train.jsonl import read_jsonl
 from holo_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from holo_jax.train.preemption import PreemptionGuard
@@ -45,6 +45,7 @@ from holo_jax.train.stages import build_stages
 from holo_jax.train.state import abstract_train_state, count_params, init_train_state
 from holo_jax.train.step import jit_train_step, make_eval_step, make_train_step, pooled
 from holo_jax.train.tasks import make_task
+from holo_jax.train.warm_start import check_source, event_fields, restore_pretrained
 
 
 @dataclasses.dataclass
@@ -106,6 +107,9 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
     primary = jax.process_index() == 0
     task = make_task(cfg.task)
     stages = build_stages(cfg.stages, task)
+    # A warm start (task.init_from) is checked, and later read, only by a run that starts fresh: a
+    # resumed run restores its own checkpoint and never reads the pretraining run again.
+    warm_source = check_source(cfg) if cfg.task.init_from and not finished_steps(workdir / "checkpoints") else None
     # `model.remat=default` runs as "auto" where a per-device budget is known, else as "none";
     # resolved before any work, so a missing budget under an explicit "auto" (CPU) fails in the
     # first second. The run record keeps the setting as given (`asked`): a run resumed on other
@@ -140,6 +144,24 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
     # Refuses a different run (or changed data files), touching nothing.
     record, config_changes = plan_resume(workdir, asked.to_dict(), fingerprint)
 
+    model_for = lambda policy: task.build_model(dataclasses.replace(cfg.model, remat=policy))  # noqa: E731
+    # Init and eval run no backward pass, so under remat=auto any policy serves them.
+    auto_remat = cfg.model.remat == AUTO
+    model = model_for("none" if auto_remat else cfg.model.remat)
+    optimizer = make_optimizer(cfg.optim, cfg.steps)
+    schedule = learning_rate_schedule(cfg.optim, cfg.steps)
+    example_inputs = task.init_inputs(t)
+    example_batch = task.example_batch(b, t)
+
+    def read_warm_start(source):
+        """The pretrained parameter subtrees, read into this run's shardings."""
+        target, _ = abstract_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed,
+                                         grad_comm=grad_comm)
+        return restore_pretrained(source, task.warm_start_params, target.params)
+
+    # Read before the workdir changes, so a pretrained checkpoint that cannot be read costs nothing.
+    given_params = read_warm_start(warm_source) if warm_source is not None else None
+
     _prepare_workdir(workdir, primary)
     ckpt = Checkpointer(workdir / "checkpoints", cfg.checkpoint)
     out = _sinks(cfg, workdir, stages, sinks, primary)
@@ -151,23 +173,22 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
             write_record(workdir, record, config_changes, latest or 0)
         if config_changes:
             out.event("config_changed", step=latest or 0, changes=config_changes)
-        model_for = lambda policy: task.build_model(dataclasses.replace(cfg.model, remat=policy))  # noqa: E731
-        # Init and eval run no backward pass, so under remat=auto any policy serves them.
-        auto_remat = cfg.model.remat == AUTO
-        model = model_for("none" if auto_remat else cfg.model.remat)
-        optimizer = make_optimizer(cfg.optim, cfg.steps)
-        schedule = learning_rate_schedule(cfg.optim, cfg.steps)
-        example_inputs = task.init_inputs(t)
-        example_batch = task.example_batch(b, t)
         if latest is None:
+            if cfg.task.init_from and warm_source is None:  # its checkpoints vanished since the check above
+                warm_source = check_source(cfg)
+                given_params = read_warm_start(warm_source)
             state, state_shardings = init_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed,
-                                                       grad_comm=grad_comm)
+                                                       grad_comm=grad_comm, given_params=given_params)
             rewound = out.rewind(0)  # rows a crash before the first checkpoint left behind
             out.event("run_start", config=cfg.to_dict(), task=task.name, stages=[s.name for s in stages],
                       params=count_params(state.params), devices=jax.device_count(),
                       processes=jax.process_count(), mesh=dict(mesh.shape), mesh_plan=mesh_plan,
                       superseded_rows=rewound)
+            if warm_source is not None:
+                restored = {n: state.params[n] for n in given_params}
+                out.event("warm_start", step=0, **event_fields(warm_source, restored, state.params))
         else:
+            given_params = None  # read only if a checkpoint appeared after the check above: it wins
             target, state_shardings = abstract_train_state(model, example_inputs, optimizer, stages, mesh, cfg.seed,
                                                            grad_comm=grad_comm)
             data_target = {

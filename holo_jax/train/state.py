@@ -13,7 +13,7 @@ data-parallel replica, which has no logical name.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -40,17 +40,38 @@ class TrainState:
     grad_comm: PyTree = ()  # the GradComm's state, e.g. per-replica error-feedback residuals
 
 
+def overlay_params(params: PyTree, given: PyTree, at: str = "params") -> PyTree:
+    """`params` with every leaf that `given` holds replaced by it. `given` is a nested dict whose
+    paths are a subset of `params`'s (e.g. `{"decoder": {...}}`: a warm start's restored decoder);
+    every array it holds must have its counterpart's shape and dtype."""
+    if given is None:
+        return params
+    if isinstance(given, Mapping):
+        if not isinstance(params, Mapping):
+            raise ValueError(f"{at} is an array, but the given parameters have a subtree there")
+        unknown = sorted(set(given) - set(params))
+        if unknown:
+            raise ValueError(f"the given parameters name {at}.{unknown[0]}, which the model does not have")
+        return {k: overlay_params(v, given[k], f"{at}.{k}") if k in given else v for k, v in params.items()}
+    if isinstance(params, Mapping) or (jnp.shape(given), jnp.result_type(given)) != (params.shape, params.dtype):
+        raise ValueError(f"{at}: the given parameter is {jnp.shape(given)} {jnp.result_type(given)}, the model's is "
+                         f"{jax.tree.map(lambda x: (x.shape, x.dtype), params)}")
+    return given
+
+
 def _boxed_init(model: nn.Module, example_inputs: tuple, optimizer: optax.GradientTransformation,
                 stages: Sequence[Stage], seed: int, grad_comm: GradComm):
-    """Init function returning (boxed params, unboxed TrainState)."""
+    """Init function `(given params or None) -> (boxed params, unboxed TrainState)`: the model's
+    fresh parameters, with the given ones (`overlay_params`) in their place before the optimizer,
+    the stages and the aggregation are initialised from them."""
 
     stages = check_stages(stages)
 
-    def init(_):
+    def init(given):
         root = jax.random.PRNGKey(seed)
         k_params, k_stages, k_run = jax.random.split(root, 3)
         boxed = model.init({"params": k_params, "dropout": k_params}, *example_inputs)["params"]
-        params = nn.unbox(boxed)
+        params = overlay_params(nn.unbox(boxed), given)
         state = TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -72,7 +93,7 @@ def state_logical_specs(model: nn.Module, example_inputs: tuple, optimizer: opta
 
     `grad_comm`'s specs are in mesh axes (see the module docstring); `state_shardings` maps both."""
     grad_comm = grad_comm or ExactMean()
-    boxed, abstract = jax.eval_shape(_boxed_init(model, example_inputs, optimizer, stages, seed, grad_comm), 0)
+    boxed, abstract = jax.eval_shape(_boxed_init(model, example_inputs, optimizer, stages, seed, grad_comm), None)
     param_specs = nn.get_partition_spec(boxed)
     is_spec = lambda x: isinstance(x, P)  # noqa: E731
     opt_specs = optax.tree_map_params(
@@ -93,16 +114,20 @@ def state_shardings(specs: TrainState, mesh: Mesh) -> TrainState:
 
 
 def init_train_state(model: nn.Module, example_inputs: tuple, optimizer: optax.GradientTransformation,
-                     stages: Sequence[Stage], mesh: Mesh, seed: int = 0, *, grad_comm: GradComm | None = None
-                     ) -> tuple[TrainState, TrainState]:
+                     stages: Sequence[Stage], mesh: Mesh, seed: int = 0, *, grad_comm: GradComm | None = None,
+                     given_params: PyTree = None) -> tuple[TrainState, TrainState]:
     """Initialise the state directly into its shardings (no full copy on any one device).
 
-    Returns (state, shardings)."""
+    `given_params`: parameters to start from instead of the fresh ones (a nested dict of arrays,
+    a subset of the model's parameter tree, e.g. a warm start's `{"decoder": ...}`, placed in this
+    mesh's shardings); every other parameter, and everything initialised from the parameters, is
+    exactly what a fresh start with `seed` gives. Returns (state, shardings)."""
     grad_comm = grad_comm or ExactMean()
     _, specs = state_logical_specs(model, example_inputs, optimizer, stages, seed, grad_comm=grad_comm)
     shardings = state_shardings(specs, mesh)
     init = _boxed_init(model, example_inputs, optimizer, stages, seed, grad_comm)
-    state = jax.jit(lambda x: init(x)[1], out_shardings=shardings)(0)
+    # Donated: the given arrays become the state's parameters rather than a second copy of them.
+    state = jax.jit(lambda given: init(given)[1], out_shardings=shardings, donate_argnums=0)(given_params)
     return state, shardings
 
 

@@ -47,6 +47,9 @@ class BatchIterator(Protocol):
 
 class Task(Protocol):
     name: str
+    # Top-level parameter subtrees that a warm start (`task.init_from`, holo_jax.train.warm_start)
+    # restores from a pretraining run; the rest start fresh. Empty: the task has no warm start.
+    warm_start_params: tuple[str, ...]
 
     def build_model(self, model_cfg: ModelConfig) -> nn.Module: ...
 
@@ -82,6 +85,7 @@ class NextTokenLM:
     """Causal language modelling on packed rows (`holo_jax.data.PackedBatches`)."""
 
     name = "next_token_lm"
+    warm_start_params: tuple[str, ...] = ()
 
     def build_model(self, model_cfg: ModelConfig) -> nn.Module:
         return CausalLM(model_cfg)
@@ -125,24 +129,27 @@ class SequenceClassification:
     example mentions that identity); the task does not use them, the fairness stages do."""
 
     name = "sequence_classification"
+    # The decoder is the LM's (holo_jax.model.heads); the classification head starts fresh.
+    warm_start_params: tuple[str, ...] = ("decoder",)
 
-    def __init__(self, num_classes: int = 2, identities: tuple[str, ...] = (), label_key: str = "label"):
+    def __init__(self, num_classes: int = 2, identities: tuple[str, ...] = (), label_key: str = "label",
+                 pooling: str = "last"):
         if num_classes < 2:
             raise HoloError(f"task.num_classes must be at least 2, got {num_classes}.")
         self.num_classes, self.identities, self.label_key = num_classes, tuple(identities), label_key
+        self.pooling = pooling
 
     def build_model(self, model_cfg: ModelConfig) -> nn.Module:
-        return SequenceClassifier(model_cfg, self.num_classes)
+        return SequenceClassifier(model_cfg, self.num_classes, pooling=self.pooling)
 
     def init_inputs(self, seq_len: int) -> tuple:
         return jnp.zeros((1, seq_len), jnp.int32), jnp.ones((1,), jnp.int32)
 
     def example_batch(self, global_batch: int, seq_len: int) -> dict[str, jax.ShapeDtypeStruct]:
-        batch = {"tokens": _int32(global_batch, seq_len), "lengths": _int32(global_batch),
-                 "label": _int32(global_batch)}
-        if self.identities:
-            batch["identities"] = _int32(global_batch, len(self.identities))
-        return batch
+        # `identities` [b, k] even for k = 0: ClassificationBatches always yields the column, and a
+        # batch must match these fields exactly (they fix the step's input shardings).
+        return {"tokens": _int32(global_batch, seq_len), "lengths": _int32(global_batch),
+                "label": _int32(global_batch), "identities": _int32(global_batch, len(self.identities))}
 
     def apply(self, model, params, batch, *, deterministic, rngs=None):
         logits_bc, outputs = model.apply({"params": params}, batch["tokens"], batch["lengths"],
@@ -228,5 +235,5 @@ def make_task(cfg: TaskConfig) -> Task:
     if cfg.kind == "next_token_lm":
         return NextTokenLM()
     if cfg.kind == "sequence_classification":
-        return SequenceClassification(cfg.num_classes, cfg.identities, cfg.label_key)
+        return SequenceClassification(cfg.num_classes, cfg.identities, cfg.label_key, cfg.pooling)
     raise HoloError(f"unknown task.kind `{cfg.kind}`; choose next_token_lm or sequence_classification.")

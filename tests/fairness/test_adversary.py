@@ -49,7 +49,7 @@ def _add(*trees):
 @pytest.mark.parametrize("projection", [True, False])
 def test_grads_hook_is_zhangs_update(projection):
     g_task, g_adv, alpha = _tree(0), _tree(1), 0.7
-    stage = AdversarialDebias(AdversarialDebiasConfig(identities=IDENTITIES, alpha=alpha, projection=projection))
+    stage = _stage(alpha=alpha, projection=projection)
     state = stage.init(jax.random.key(0), {})
     new, new_state = stage.grads(_add(g_task, g_adv), {"task": g_task, "adversary": g_adv}, state, {}, None)
     t, a, got = _flat(g_task), _flat(g_adv), _flat(new)
@@ -79,11 +79,22 @@ def test_other_terms_in_the_total_pass_through():
     np.testing.assert_allclose(_flat(new), _flat(alone) + _flat(other), rtol=1e-5, atol=1e-6)
 
 
-def test_sqrt_schedule_grows_with_applied_steps():
-    stage = AdversarialDebias(AdversarialDebiasConfig(identities=IDENTITIES, alpha=0.5, alpha_schedule="sqrt"))
+def test_sqrt_schedule_grows_with_applied_steps_after_the_warmup():
+    stage = AdversarialDebias(AdversarialDebiasConfig(identities=IDENTITIES, alpha=0.5, alpha_schedule="sqrt",
+                                                      warmup_steps=0))
     assert [float(stage.alpha(jnp.int32(c))) for c in (0, 3, 8)] == pytest.approx([0.5, 1.0, 1.5])
-    constant = AdversarialDebias(AdversarialDebiasConfig(identities=IDENTITIES, alpha=0.5))
-    assert float(constant.alpha(jnp.int32(8))) == pytest.approx(0.5)
+    warm = AdversarialDebias(AdversarialDebiasConfig(identities=IDENTITIES, alpha=0.5, alpha_schedule="sqrt",
+                                                     warmup_steps=10))
+    assert [float(warm.alpha(jnp.int32(c))) for c in (0, 9, 10, 13, 18)] == pytest.approx([0, 0, 0.5, 1.0, 1.5])
+    constant = AdversarialDebias(AdversarialDebiasConfig(identities=IDENTITIES, alpha=0.5, warmup_steps=2))
+    assert [float(constant.alpha(jnp.int32(c))) for c in (1, 2, 8)] == pytest.approx([0, 0.5, 0.5])
+
+
+def test_during_the_warmup_the_predictor_gets_the_task_gradient_alone():
+    g_task, g_adv, other = _tree(3), _tree(4), _tree(5)
+    new, _ = zhang_update(_add(g_task, g_adv, other), g_task, g_adv, jnp.float32(0.0), projection=True,
+                          active=jnp.bool_(False))
+    np.testing.assert_allclose(_flat(new), _flat(g_task) + _flat(other), rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------
@@ -105,7 +116,8 @@ def classification_batch(seed: int, rows: int = ROWS) -> dict[str, np.ndarray]:
 
 
 def _stage(**settings) -> AdversarialDebias:
-    return AdversarialDebias(AdversarialDebiasConfig(identities=IDENTITIES, **settings))
+    # No warm-up: these runs are a few steps long and check the game itself.
+    return AdversarialDebias(AdversarialDebiasConfig(identities=IDENTITIES, **{"warmup_steps": 0, **settings}))
 
 
 BATCHES = [classification_batch(s) for s in range(3)]
