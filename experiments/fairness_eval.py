@@ -1,5 +1,6 @@
 """Bias report of a trained toxicity classifier: `python -m experiments.fairness_eval --checkpoint DIR
---data FILE.jsonl [--json] [--scores-out FILE] [--plugin MODULE] [--batch-size N] [--min-per-class N]`.
+--data FILE.jsonl [--json] [--scores-out FILE] [--plugin MODULE] [--batch-size N] [--min-per-class N]
+[--bootstrap N] [--seed S]`.
 
 DIR is the --workdir of a `task.kind=sequence_classification` run; its latest checkpoint scores
 every example of FILE.jsonl (`{"text": str, "label": 0/1, "identities": [names]}` per line).
@@ -34,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="examples per forward pass (default 32)")
     p.add_argument("--min-per-class", type=int, default=None,
                    help="examples of each class a comparison needs on each side (default: bias_report's)")
+    p.add_argument("--bootstrap", type=int, default=None,
+                   help="resamples for the confidence intervals (default: bias_report's 1000; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and pinned-AUC samples")
     return p.parse_args(argv)
 
 
@@ -95,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     scores = classifier.score([ex.text for ex in examples])
     labels = np.asarray([ex.label for ex in examples], dtype=np.int8)
     kwargs = {} if args.min_per_class is None else {"min_per_class": args.min_per_class}
+    if args.bootstrap is not None:
+        kwargs["bootstrap"] = args.bootstrap
+    kwargs["seed"] = args.seed
     report = bias_report(labels, scores, membership(examples, names), names, **kwargs).to_dict()
     if args.scores_out:
         _write_scores(args.scores_out, scores)

@@ -287,6 +287,10 @@ class DataConfig(Section):
     tfds_data_dir: str = ""  # "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
     tokenizer: Annotated[str, NON_EMPTY] = "byte"  # "byte" or a path to a SentencePiece .model file
     seed: Annotated[int, AtLeast(0)] = 0  # numpy's generators take no negative seed
+    # source=embedded with task.kind=sequence_classification: the strength of the identity/toxicity
+    # correlation planted in the train split (holo_jax/data/embedded_toxicity.py): 0 none, 1 the
+    # documented rates (0.8 / 0.5 / 0.2 toxic by identity against a 0.2 background).
+    embedded_bias: Annotated[float, InRange(0.0, 1.0, hi_closed=True)] = 1.0
 
     def check_relations(self, at: str) -> None:
         # Imported here: the data package imports numpy and its sources import this module.
@@ -298,7 +302,10 @@ class DataConfig(Section):
                 raise HoloError(f"{at}.source=files needs {at}.paths, e.g. --set {at}.paths=corpus/*.txt,extra.jsonl.")
             for path in expand_paths(self.paths):  # exists, glob matches, not a directory, .txt/.jsonl
                 _check_text_file(path)
-        elif self.paths:
+        if self.embedded_bias != 1.0 and self.source != "embedded":
+            raise HoloError(f"{at}.embedded_bias is set but {at}.source is `{self.source}`; it shapes only the "
+                            f"embedded toxicity set: set {at}.source=embedded or leave {at}.embedded_bias at 1.")
+        if self.source != "files" and self.paths:
             # Otherwise a forgotten `source=files` trains on the default corpus and looks fine.
             raise HoloError(f"{at}.paths is set but {at}.source is `{self.source}`, which does not read it; "
                             f"set {at}.source=files or leave {at}.paths empty.")

@@ -126,6 +126,9 @@ CASES = [
     ("validation_split_empty", S("data.source=files", "data.paths={one_doc}"), "has no documents"),
     ("classification_on_unlabelled_tfds", S("task.kind=sequence_classification", "data.source=c4"),
      "reads labelled .jsonl examples"),
+    ("embedded_bias_on_other_source", S("data.source=c4", "data.embedded_bias=0.5"),
+     "data.embedded_bias is set but data.source is `c4`"),
+    ("embedded_bias_out_of_range", S("data.embedded_bias=2"), "data.embedded_bias must be in [0, 1]"),
     ("classification_on_plain_text", S("task.kind=sequence_classification", "data.source=files",
                                        "data.paths={one_doc}"), "is not .jsonl"),
     # task.init_from (a warm start; more cases, against a real pretraining run, in tests/train/test_warm_start.py)

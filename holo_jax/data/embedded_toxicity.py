@@ -25,7 +25,8 @@ jewish, muslim, hindu, buddhist, atheist; ethnicity black, white, asian, latino.
 and 4-6 singular surface forms (`SURFACE_FORMS`); no form of one identity occurs in the text of
 another identity's or a background example (tests/data/test_embedded_toxicity.py checks it).
 
-Planted bias, exact counts (not sampled rates):
+Planted bias, exact counts (not sampled rates), at full strength (`bias=1`, `data.embedded_bias`;
+a strength b gives each identity the toxic rate 0.2 + b * (rate - 0.2), rounded to whole examples):
 
   split       group                                                     examples  toxic    rate
   train       each of homosexual_gay_or_lesbian, muslim, black,              300    240    0.80
@@ -290,13 +291,19 @@ _SENTENCE_START = re.compile(r"(^|[.!?]\s+)([a-z])")
 _MAX_REDRAWS = 1000
 
 
+def train_toxic_fraction(identity: str, bias: float) -> float:
+    """The toxic share of `identity`'s train examples at planted-bias strength `bias`: the background
+    rate moved `bias` of the way to the documented rate (`TRAIN_TOXIC_FRACTION`)."""
+    return BACKGROUND_TOXIC_FRACTION + bias * (TRAIN_TOXIC_FRACTION[identity] - BACKGROUND_TOXIC_FRACTION)
+
+
 @functools.lru_cache(maxsize=4)
-def _generate(split: str, seed: int) -> tuple[Example, ...]:
+def _generate(split: str, seed: int, bias: float = 1.0) -> tuple[Example, ...]:
     """The examples of `split` for `seed`, in served order (cached: both splits build validation)."""
     validation = _validation(seed) if split == "validation" or split == "train" else ()
     if split == "validation":
         return validation
-    return _train(seed, frozenset(e.text for e in validation))
+    return _train(seed, frozenset(e.text for e in validation), bias)
 
 
 def _rng(seed: int, split: str) -> np.random.Generator:
@@ -352,9 +359,9 @@ def _validation(seed: int) -> tuple[Example, ...]:
     return _shuffled(rng, examples)
 
 
-def _train(seed: int, reserved: frozenset[str]) -> tuple[Example, ...]:
+def _train(seed: int, reserved: frozenset[str], bias: float) -> tuple[Example, ...]:
     rng = _rng(seed, "train")
-    plan = [(name, TRAIN_EXAMPLES_PER_IDENTITY, TRAIN_TOXIC_FRACTION[name]) for name in EMBEDDED_IDENTITIES]
+    plan = [(name, TRAIN_EXAMPLES_PER_IDENTITY, train_toxic_fraction(name, bias)) for name in EMBEDDED_IDENTITIES]
     plan.append((None, TRAIN_BACKGROUND_EXAMPLES, BACKGROUND_TOXIC_FRACTION))
     seen: set[str] = set(reserved)
     examples: list[Example] = []
@@ -384,17 +391,22 @@ def _shuffled(rng: np.random.Generator, examples: list[Example]) -> tuple[Exampl
 class EmbeddedToxicitySource:
     """One split of the generated toxicity set (an `ExampleSource`); see the module docstring for
     the frames, the identities and the planted bias. `seed` picks the draw; the counts and rates of
-    the docstring hold for every seed."""
+    the docstring hold for every seed. `bias` (0..1, `data.embedded_bias`) scales the planted
+    correlation of the train split: 0 gives every identity the background's toxic rate, 1 the
+    rates of the table; validation is the same for every `bias`."""
 
     num_classes = 2
     identity_vocabulary = EMBEDDED_IDENTITIES
 
-    def __init__(self, split: str = "train", *, seed: int = 0):
+    def __init__(self, split: str = "train", *, seed: int = 0, bias: float = 1.0):
         check_split(split)
         if seed < 0:
             raise HoloError(f"the embedded toxicity seed is {seed}; use a seed >= 0.")
-        self.split, self.seed = split, seed
-        self._examples = _generate(split, seed)
+        if not 0.0 <= bias <= 1.0:
+            raise HoloError(f"the embedded toxicity bias is {bias}; use a strength from 0 (none) to 1 (the "
+                            "documented rates).")
+        self.split, self.seed, self.bias = split, seed, float(bias)
+        self._examples = _generate(split, seed, float(bias) if split == "train" else 1.0)
         digest = hashlib.sha256()
         for example in self._examples:
             digest.update(json.dumps(example, ensure_ascii=False).encode("utf-8") + b"\n")
@@ -410,4 +422,4 @@ class EmbeddedToxicitySource:
         return self._examples[index]
 
     def __repr__(self) -> str:
-        return f"EmbeddedToxicitySource(split={self.split!r}, seed={self.seed})"
+        return f"EmbeddedToxicitySource(split={self.split!r}, seed={self.seed}, bias={self.bias})"

@@ -60,11 +60,9 @@ class AdversarialDebiasConfig(StageConfig):
     # "sqrt": alpha * sqrt(t) at the t-th applied step, Zhang et al.'s schedule (paired there with a
     # 1/t predictor learning rate, so the adversary's share grows as the task's steps shrink).
     alpha_schedule: Literal["constant", "sqrt"] = "constant"
-    # The adversary's own Adam learning rate. AIF360 uses 0.001 for both players; a linear
-    # adversary starting at p = 0.5 then needs thousands of steps to reach the base rate of a
-    # rare identity (logit -3 for 5% of rows), and until it does its gradient says "everyone is
-    # less likely a member", which is nearly parallel to the task's (measured cosine 0.997 on the
-    # embedded set) so the projection erases the task's learning. A tiny model takes 0.01 fine.
+    # The adversary's own Adam learning rate. AIF360 uses 0.001 for both players; this adversary is
+    # a few dozen weights that must keep up with a predictor that changes every step, and 0.001
+    # left it above the base-rate entropy (`chance_loss`) for the whole of a 1000-step run.
     learning_rate: Annotated[float, Above(0.0)] = 1e-2
     # Applied steps in which only the adversary learns (the predictor gets the task's gradient
     # alone): it starts the game calibrated instead of pushing the predictor with the error of its
@@ -131,20 +129,30 @@ def _features(adversary: PyTree, log_odds_b: jax.Array, label_b: jax.Array | Non
     return jnp.concatenate([s_b1, s_b1 * y_b1, s_b1 * (1.0 - y_b1)], axis=1)
 
 
-def adversary_logits(adversary: PyTree, log_odds_b: jax.Array, label_b: jax.Array | None) -> jax.Array:
-    """[b, k] logits of identity membership from the predictor's log-odds (and the label)."""
+def adversary_logits(adversary: PyTree, log_odds_b: jax.Array, label_b: jax.Array | None,
+                     prior_k: jax.Array | None = None) -> jax.Array:
+    """[b, k] logits of identity membership from the predictor's log-odds (and the label), on top of
+    `prior_k`, the log-odds of each identity's base rate (0 when None)."""
     h = _features(adversary, log_odds_b, label_b)
     if "hidden" in adversary:
         # leaky, so that no hidden unit can die on the narrow range a sigmoid input spans
         h = jax.nn.leaky_relu(h @ adversary["hidden"]["w"] + adversary["hidden"]["b"])
-    return h @ adversary["out"]["w"] + adversary["out"]["b"]
+    logits_bk = h @ adversary["out"]["w"] + adversary["out"]["b"]
+    return logits_bk if prior_k is None else logits_bk + prior_k
 
 
 def adversary_losses(adversary: PyTree, log_odds_b: jax.Array, label_b: jax.Array | None,
-                     identities_bk: jax.Array) -> jax.Array:
+                     identities_bk: jax.Array, prior_k: jax.Array | None = None) -> jax.Array:
     """[b, k] sigmoid cross-entropies, one per identity column."""
-    return optax.sigmoid_binary_cross_entropy(adversary_logits(adversary, log_odds_b, label_b),
+    return optax.sigmoid_binary_cross_entropy(adversary_logits(adversary, log_odds_b, label_b, prior_k),
                                               identities_bk.astype(jnp.float32))
+
+
+def base_rate_log_odds(members_seen_k: jax.Array, rows_seen: jax.Array) -> jax.Array:
+    """log-odds of each identity's share of the rows seen so far, by the add-one-half (Krichevsky-
+    Trofimov) estimate: 0 (p = 1/2) before any row, never infinite for an identity not yet seen."""
+    p_k = (members_seen_k + 0.5) / (rows_seen + 1.0)
+    return jnp.log(p_k) - jnp.log1p(-p_k)
 
 
 def _entropy(p: jax.Array) -> jax.Array:
@@ -168,7 +176,8 @@ class AdversarialDebias(Stage):
     (`grad_terms`) and `grads` combines them by Zhang et al.'s rule.
 
     State: {"adversary": params, "opt": Adam state, "count": applied steps, "alpha": the weight the
-    last step used, "cosine": cos(g_task, g_adv) of the last step}.
+    last step used, "cosine": cos(g_task, g_adv) of the last step, "members_seen" [k] and
+    "rows_seen": the membership counts of the rows of all applied steps (the base rates)}.
     Metrics: `loss` (adversary cross-entropy per row, summed over identities), `chance_loss` (the
     same for a constant predictor at the batch's base rates: `loss` near it means the output
     carries no identity information, the goal), `loss/<identity>`, `alpha`, `cosine`."""
@@ -218,7 +227,8 @@ class AdversarialDebias(Stage):
             width = self.cfg.hidden
         adversary["out"] = {"w": glorot(k_out, (width, k), jnp.float32), "b": jnp.zeros((k,), jnp.float32)}
         return {"adversary": adversary, "opt": self.opt.init(adversary), "count": jnp.zeros((), jnp.int32),
-                "alpha": jnp.zeros((), jnp.float32), "cosine": jnp.zeros((), jnp.float32)}
+                "alpha": jnp.zeros((), jnp.float32), "cosine": jnp.zeros((), jnp.float32),
+                "members_seen": jnp.zeros((k,), jnp.float32), "rows_seen": jnp.zeros((), jnp.float32)}
 
     def _inputs(self, batch, outputs):
         """(log-odds [b], label [b] or None, identities [b, k]), after checking shapes at trace time."""
@@ -237,14 +247,21 @@ class AdversarialDebias(Stage):
         log_odds_b, label_b, identities_bk = self._inputs(batch, outputs)
         adversary = stage_state["adversary"]
         rows = jnp.float32(log_odds_b.shape[0])
+        # The adversary predicts membership beyond its base rate, known from the rows of earlier
+        # steps (so every microbatch and replica uses the same value). Without it a fresh
+        # adversary spends its first steps learning that identities are rare, and meanwhile its
+        # gradient on the model says "less of every identity", nearly parallel to the task's
+        # (cosine 0.99 measured on the embedded set), so the projection removes the task's
+        # learning and the reversal pushes every score one way (task loss 0.6 -> 2.9).
+        prior_k = base_rate_log_odds(stage_state["members_seen"], stage_state["rows_seen"])
         # The adversary's own gradient, on stop_gradient of the predictor's output: it learns
         # from the model without pushing on it. A sum over rows, so it adds up over microbatches
         # and replicas; `update` divides by the global row count.
-        adv_sum, adv_grads = jax.value_and_grad(
-            lambda a: adversary_losses(a, jax.lax.stop_gradient(log_odds_b), label_b, identities_bk).sum())(adversary)
+        adv_sum, adv_grads = jax.value_and_grad(lambda a: adversary_losses(
+            a, jax.lax.stop_gradient(log_odds_b), label_b, identities_bk, prior_k).sum())(adversary)
         # The model's term: the same loss as a function of the model (the step differentiates
         # `params` only, so the adversary is held fixed here without a stop_gradient).
-        per_row_bk = adversary_losses(adversary, log_odds_b, label_b, identities_bk)
+        per_row_bk = adversary_losses(adversary, log_odds_b, label_b, identities_bk, prior_k)
         terms = {TERM: Stat(per_row_bk.sum(), rows)}
         stats = {"loss": Stat(adv_sum, rows),
                  "per_identity": Stat(jax.lax.stop_gradient(per_row_bk).sum(axis=0), rows),
@@ -272,7 +289,9 @@ class AdversarialDebias(Stage):
         mean_grads = stats["grads"].mean()
         updates, opt = self.opt.update(mean_grads, stage_state["opt"], stage_state["adversary"])
         return {**stage_state, "adversary": optax.apply_updates(stage_state["adversary"], updates), "opt": opt,
-                "count": stage_state["count"] + 1}
+                "count": stage_state["count"] + 1,
+                "members_seen": stage_state["members_seen"] + stats["membership"].sum,
+                "rows_seen": stage_state["rows_seen"] + stats["membership"].count}
 
     def metrics(self, stage_state, stats):
         rows = stats["loss"].count
@@ -292,5 +311,5 @@ def _build(cfg: AdversarialDebiasConfig) -> AdversarialDebias:
     return AdversarialDebias(cfg)
 
 
-__all__ = ["AdversarialDebias", "AdversarialDebiasConfig", "adversary_logits", "adversary_losses", "tree_vdot",
-           "zhang_update"]
+__all__ = ["AdversarialDebias", "AdversarialDebiasConfig", "adversary_logits", "adversary_losses",
+           "base_rate_log_odds", "tree_vdot", "zhang_update"]

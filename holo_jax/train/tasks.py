@@ -217,7 +217,7 @@ class SequenceClassification:
             if self.label_key != "label":
                 raise HoloError(f"data.source=embedded has one label (toxic or not), but task.label_key is "
                                 f"`{self.label_key}`; leave task.label_key at `label`.")
-            source = EmbeddedToxicitySource(split)
+            source = EmbeddedToxicitySource(split, bias=cfg.data.embedded_bias)
         else:
             raise HoloError(
                 "task.kind=sequence_classification reads labelled .jsonl examples (data.source=files, data.paths="

@@ -159,3 +159,21 @@ def test_the_classification_task_opens_it():
 def test_the_classification_task_refuses_what_it_cannot_serve(task, message):
     with pytest.raises(HoloError, match=message):
         task.open_batches(_cfg(), "train", ByteTokenizer(), shard_index=0, shard_count=1)
+
+
+@pytest.mark.parametrize("bias", [0.0, 0.5])
+def test_the_planted_bias_is_configurable_and_validation_does_not_change(bias):
+    from holo_jax.data.embedded_toxicity import BACKGROUND_TOXIC_FRACTION, TRAIN_TOXIC_FRACTION
+
+    train = EmbeddedToxicitySource("train", bias=bias)
+    for name, full in TRAIN_TOXIC_FRACTION.items():
+        rows = [train.example(i) for i in range(train.num_documents()) if name in train.example(i).identities]
+        expected = round(len(rows) * (BACKGROUND_TOXIC_FRACTION + bias * (full - BACKGROUND_TOXIC_FRACTION)))
+        assert sum(e.label for e in rows) == expected, name
+    assert EmbeddedToxicitySource("validation", bias=bias).fingerprint == EmbeddedToxicitySource("validation").fingerprint
+    assert train.fingerprint != EmbeddedToxicitySource("train").fingerprint
+
+
+def test_a_bias_outside_0_1_is_one_sentence():
+    with pytest.raises(HoloError, match=r"bias is 1\.5; use a strength from 0"):
+        EmbeddedToxicitySource("train", bias=1.5)

@@ -15,7 +15,7 @@ import pytest
 
 from holo_jax.config import TrainConfig, override
 from holo_jax.errors import HoloError
-from holo_jax.fairness.adversary import AdversarialDebias, AdversarialDebiasConfig, zhang_update
+from holo_jax.fairness.adversary import AdversarialDebias, AdversarialDebiasConfig, base_rate_log_odds, zhang_update
 from holo_jax.train.stages import build_stages
 from holo_jax.train.tasks import SequenceClassification
 from tests.train.helpers import TINY, run_steps
@@ -90,6 +90,13 @@ def test_sqrt_schedule_grows_with_applied_steps_after_the_warmup():
     assert [float(constant.alpha(jnp.int32(c))) for c in (1, 2, 8)] == pytest.approx([0, 0.5, 0.5])
 
 
+def test_the_base_rate_prior_is_the_add_one_half_estimate():
+    np.testing.assert_allclose(base_rate_log_odds(jnp.zeros(2), jnp.float32(0)), [0.0, 0.0])
+    p = 3.5 / 10
+    np.testing.assert_allclose(base_rate_log_odds(jnp.array([3.0, 0.0]), jnp.float32(9)),
+                               [np.log(p / (1 - p)), np.log(0.05 / 0.95)], rtol=1e-5)
+
+
 def test_during_the_warmup_the_predictor_gets_the_task_gradient_alone():
     g_task, g_adv, other = _tree(3), _tree(4), _tree(5)
     new, _ = zhang_update(_add(g_task, g_adv, other), g_task, g_adv, jnp.float32(0.0), projection=True,
@@ -139,6 +146,10 @@ def test_with_alpha_zero_and_no_projection_the_model_trains_as_without_the_stage
     assert _max_difference(plain.params, off.params) < 1e-6
     # ... while the adversary itself trained, on a term whose gradient the step did pull back.
     assert int(off.stage_states["adversarial_debias"]["count"]) == len(BATCHES)
+    # The base rates it predicts beyond are the counts of every row of every applied step.
+    np.testing.assert_array_equal(off.stage_states["adversarial_debias"]["members_seen"],
+                                  sum(b["identities"].sum(axis=0) for b in BATCHES))
+    assert float(off.stage_states["adversarial_debias"]["rows_seen"]) == ROWS * len(BATCHES)
     assert all(np.isfinite(m["adversarial_debias/loss"]) and m["finite"] for m, _ in hist)
     assert abs(float(hist[-1][0]["adversarial_debias/cosine"])) > 0
 
