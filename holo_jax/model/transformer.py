@@ -9,8 +9,8 @@ Conventions:
   width, n=heads, h=head dim, f=MLP width, v=vocabulary, l=layers.
 - Projections are tagged with `checkpoint_name` so remat policies can name what to keep.
 - Parameters are float32 (master weights); activations and matmuls run in `compute_dtype`.
-- Attention uses `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPUs); the explicit
-  softmax path runs only when attention weights are captured for explanations.
+- Attention uses `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPUs) and, on CPUs,
+  `causal_attention`: the same function computed in causal blocks of query rows (see there). The explicit softmax path runs only when attention weights are captured for explanations.
 """
 from __future__ import annotations
 
@@ -48,6 +48,53 @@ def _tokens_matmul(x_btk: Array, w_kn: Array, **kw) -> Array:
     GEMMs either way."""
     b, t, k = x_btk.shape
     return jnp.matmul(x_btk.reshape(b * t, k), w_kn, **kw).reshape(b, t, w_kn.shape[-1])
+
+
+# Query rows per block of `causal_attention`. For the bench_step model (sequence 256, head 64) on
+# this CPU, one thread, attention forward + backward per layer: 64 rows 38 ms, 128 rows 41 ms,
+# against 62 ms for `jax.nn.dot_product_attention` (and its forward again under remat).
+ATTENTION_BLOCK = 64
+
+
+def _query_blocks(t: int, block: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + block, t)) for lo in range(0, t, block)]
+
+
+def causal_attention(q_btnh: Array, k_bsnh: Array, v_bsnh: Array, block: int = ATTENTION_BLOCK) -> Array:
+    """Causal softmax(q k^T / sqrt(h)) v, as `jax.nn.dot_product_attention(..., is_causal=True)`.
+
+    Computed in blocks of `block` query rows, each against only the keys it can see, so the
+    scores above the diagonal are never formed (5/8 of the square for 4 blocks) and each block's
+    [b, n, block, keys] scores are small enough to stay in cache; the scale is applied to q (t x h
+    values) rather than to the scores (t x t). Why: on XLA:CPU `jax.nn.dot_product_attention`
+    materialises the whole [b, n, t, t] score tensor several times over in its backward pass (the
+    softmax's reductions over 5-D broadcasts); this measured 1.6x faster forward + backward.
+    Plain JAX, so autodiff, remat policies and sharding apply as to any other code. Scores and
+    softmax are float32 whatever the input dtype; same function to float32 rounding (tests/model)."""
+    t, h = q_btnh.shape[1], q_btnh.shape[-1]
+    q_bnth = (q_btnh * jnp.asarray(h**-0.5, q_btnh.dtype)).transpose(0, 2, 1, 3)
+    k_bnsh, v_bnsh = k_bsnh.transpose(0, 2, 1, 3), v_bsnh.transpose(0, 2, 1, 3)
+    outs = []
+    for lo, hi in _query_blocks(t, block):
+        s_bnts = jnp.einsum("bnth,bnsh->bnts", q_bnth[:, :, lo:hi], k_bnsh[:, :, :hi],
+                            preferred_element_type=jnp.float32)
+        visible_ts = jnp.arange(hi)[None, :] <= jnp.arange(lo, hi)[:, None]  # row lo + i sees keys 0..lo + i
+        s_bnts = jnp.where(visible_ts, s_bnts, -jnp.inf)
+        # Softmax written out (the row maximum is a constant of the function: it only shifts).
+        e_bnts = jnp.exp(s_bnts - jax.lax.stop_gradient(s_bnts.max(-1, keepdims=True)))
+        p_bnts = e_bnts / e_bnts.sum(-1, keepdims=True)
+        outs.append(jnp.einsum("bnts,bnsh->bnth", p_bnts.astype(v_bnsh.dtype), v_bnsh[:, :, :hi],
+                               preferred_element_type=jnp.float32))
+    out_bnth = jnp.concatenate(outs, axis=2) if len(outs) > 1 else outs[0]
+    return out_bnth.transpose(0, 2, 1, 3).astype(q_btnh.dtype)
+
+
+def _attention(q_btnh: Array, k_bsnh: Array, v_bsnh: Array) -> Array:
+    """Causal attention by the fastest path of the backend: cuDNN/XLA's on accelerators,
+    `causal_attention` on CPUs."""
+    if jax.default_backend() == "cpu":
+        return causal_attention(q_btnh, k_bsnh, v_bsnh)
+    return jax.nn.dot_product_attention(q_btnh, k_bsnh, v_bsnh, is_causal=True)
 
 
 class LayerNorm(nn.Module):
@@ -97,7 +144,7 @@ class CausalSelfAttention(nn.Module):
             out_btnh = jnp.einsum("bnts,bsnh->btnh", weights_bnts.astype(dtype), v_bsnh)
         else:
             weights_bnts = None
-            out_btnh = jax.nn.dot_product_attention(q_btnh, k_bsnh, v_bsnh, is_causal=True)
+            out_btnh = _attention(q_btnh, k_bsnh, v_bsnh)
         out_btnh = checkpoint_name(out_btnh, "attention_out")
         w_nhd = self.param(
             "out",
