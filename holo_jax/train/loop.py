@@ -52,7 +52,7 @@ from holo_jax.train.warm_start import check_source, event_fields, restore_pretra
 class RunResult:
     final_step: int
     stopped_early: bool
-    reason: str  # "completed" | "stop_after" | "SIGTERM" | "SIGINT"
+    reason: str  # "completed" | "stop_after" | "SIGTERM" | "SIGINT" | "diverged" | a sink's stop_reason()
     last_loss: float | None
 
 
@@ -249,6 +249,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
         max_skips = cfg.optim.max_consecutive_skips
         first_row_fields = {"remat_requested": asked.model.remat, **remat_decision}
         pending: tuple[int, Any, dict] | None = None  # (step, metrics, emits due) of the last dispatched step
+        guard: PreemptionGuard | None = None  # set below; a sink's stop request goes through it
         last_loss, reason, consecutive_skips, last_skipped = None, "completed", 0, 0
 
         def flush() -> None:
@@ -274,6 +275,10 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
                 out.emitted(step, name, tree)
             progress.update(step, loss=f"{host['loss']:.3f}", tok_s=f"{host['tokens_per_second']:.0f}")
             last_loss = host["loss"]
+            wanted = out.stop_reason()
+            if wanted and guard is not None and not guard.signal_name:
+                out.event("stop_requested", step=step, reason=wanted)
+                guard.request(wanted)
 
         def save(step: int, force: bool) -> None:
             if not (force or ckpt.due(step)):
@@ -320,6 +325,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
         progress.close()
         if reason in ("SIGTERM", "SIGINT", "signal"):
             out.event("preempted", step=final_step, signal=reason)
+        elif reason not in ("completed", "stop_after", "diverged"):
+            out.event("stopped_on_request", step=final_step, reason=reason)
         if primary and cfg.log.plot:
             from holo_jax.train.plots import plot_loss_curve
 

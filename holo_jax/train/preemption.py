@@ -51,6 +51,13 @@ class PreemptionGuard:
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
 
+    def request(self, reason: str) -> None:
+        """Ask for the same clean stop a signal asks for (a sink's alarm or policy gate): the
+        processes agree on it like on a signal, and `signal_name` says why."""
+        if not self._requested.is_set():
+            self.signal_name = reason
+            self._requested.set()
+
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self._requested.is_set() and signum == signal.SIGINT:
             # A second Ctrl-C means "now": give up the graceful stop (the last finished

@@ -11,6 +11,11 @@ happens here). Shipped:
   EmittedJsonl   WORKDIR/emitted/<stage>.jsonl: each stage's emitted windows, one row per step
   TensorBoard    WORKDIR/tensorboard/: numeric metrics as scalars, start-up decisions as text
 
+A sink may ask the run to stop cleanly (a drift alarm, a policy gate): `stop_reason()` returns a
+short reason once it wants the stop; the loop asks after handing over each step's rows and emits,
+saves a checkpoint at the next step boundary, as for SIGTERM (every process agrees on the stop), and
+returns with that reason.
+
 Contract: `rewind(step)` is called once at start-up with the step the run resumes from (0 for a
 fresh start); a sink keyed by step drops what it holds for later steps, so across crashes and
 resumes every step's row and every emitted window reaches it exactly once. `sync()` is called
@@ -47,6 +52,10 @@ class Sink:
     def sync(self) -> None: ...
 
     def close(self) -> None: ...
+
+    def stop_reason(self) -> str | None:
+        """A reason (e.g. "drift_alarm") once this sink wants the run to stop cleanly; None otherwise."""
+        return None
 
 
 class MetricsJsonl(Sink):
@@ -182,6 +191,13 @@ class CompositeSink(Sink):
     def close(self):
         for s in self.sinks:
             s.close()
+
+    def stop_reason(self):
+        for s in self.sinks:
+            reason = s.stop_reason()
+            if reason:
+                return reason
+        return None
 
 
 def _repaired(name: str, file: JsonlFile) -> dict[str, int]:

@@ -131,3 +131,32 @@ def test_resume_survives_lines_torn_by_a_crash(tmp_path):
     assert resume["superseded_rows"]["events.jsonl:torn_bytes_cut"] == torn
     kinds = [e["kind"] for e in read_jsonl(tmp_path / "events.jsonl")]
     assert kinds.count("run_end") == 2 and "resume" in kinds
+
+
+def test_a_sink_can_stop_the_run_cleanly_with_a_checkpoint_and_a_rerun_resumes(tmp_path):
+    from holo_jax.train.sinks import Sink
+
+    class StopAtLoss(Sink):
+        """Asks for a stop once a logged step reaches `step` (a drift alarm or a policy gate would)."""
+
+        def __init__(self, step):
+            self.step, self.seen = step, []
+
+        def metrics(self, step, row):
+            self.seen.append(step)
+
+        def stop_reason(self):
+            return "test_gate" if self.seen and self.seen[-1] >= self.step else None
+
+    cfg = small(12)
+    result = train(cfg, tmp_path, sinks=[StopAtLoss(3)])
+    # Step 3's row is read back while step 4 runs, so the stop lands at the boundary after step 4.
+    assert result.reason == "test_gate" and result.stopped_early and result.final_step == 4
+    assert 4 in [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    events = read_jsonl(tmp_path / "events.jsonl")
+    requested = [e for e in events if e["kind"] == "stop_requested"]
+    assert [(e["step"], e["reason"]) for e in requested] == [(3, "test_gate")]
+    assert [e["reason"] for e in events if e["kind"] == "run_end"] == ["test_gate"]
+    assert any(e["kind"] == "stopped_on_request" for e in events)
+    assert train(cfg, tmp_path).final_step == 12  # without the sink, the same command resumes
+    assert [s for s, _ in losses(tmp_path)] == list(range(1, 13))
