@@ -151,7 +151,6 @@ def make_train_step(task: Task, model: nn.Module, optimizer: optax.GradientTrans
             (grads, sums), grad_comm_state = grad_comm.aggregate(grad_fn, batch, key, state.grad_comm)
             terms, stats, term_grads = sums["terms"], sums["stats"], sums["term_grads"]
 
-            finite = _tree_all_finite(grads)
             stage_states = dict(state.stage_states)
             for stage in stages:
                 wanted = {t: term_grads[TASK_TERM if t == TASK_TERM else f"{stage.name}/{t}"] for t in stage.grad_terms}
@@ -164,13 +163,21 @@ def make_train_step(task: Task, model: nn.Module, optimizer: optax.GradientTrans
                 stage_states[stage.name] = stage.update(stage_states[stage.name], stats[stage.name],
                                                         stage_key(key, stage.name, "update"))
             # What is applied must be finite, not only the gradients: a NaN learning rate or a
-            # stage that diverges would otherwise write NaN parameters on a "finite" step.
-            finite &= _tree_all_finite((grads, updates, params, stage_states))
+            # stage that diverges would otherwise write NaN parameters on a "finite" step. Two norms
+            # decide it without a pass of their own over the parameters: the gradient norm is finite
+            # iff every gradient is (or its squares overflow float32, norm > 1.8e19, which is no step
+            # to take either), and the new parameters' norm is finite iff every new parameter is,
+            # which (the old ones being finite) holds iff every update is; the moments are finite
+            # averages of finite gradients. The norm is logged as `param_norm`: no further pass.
+            new_param_norm = optax.global_norm(params)
+            finite = jnp.isfinite(grad_norm) & jnp.isfinite(new_param_norm) & _tree_all_finite(stage_states)
 
             stepped = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                     stage_states=stage_states, grad_comm=grad_comm_state)
             skipped = state.replace(step=state.step + 1, skipped_steps=state.skipped_steps + 1)
-            new_state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), stepped, skipped)
+            # One branch runs: a select over the whole state would read both versions of it.
+            new_state, param_norm = jax.lax.cond(
+                finite, lambda: (stepped, new_param_norm), lambda: (skipped, optax.global_norm(state.params)))
 
             total = functools.reduce(operator.add, [safe_divide(t.sum, counts[n]) for n, t in terms.items()])
             metrics = {
@@ -180,7 +187,7 @@ def make_train_step(task: Task, model: nn.Module, optimizer: optax.GradientTrans
                 # optax counts applied updates only, so after a skipped step its schedule runs
                 # behind the step counter by the number of skips: log the rate it used.
                 "learning_rate": schedule(state.step - state.skipped_steps),
-                "param_norm": optax.global_norm(state.params),
+                "param_norm": param_norm,
                 "finite": finite,
                 "skipped_steps": new_state.skipped_steps,
             }

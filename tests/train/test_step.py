@@ -39,6 +39,24 @@ def test_nonfinite_gradients_skip_the_update_and_are_counted():
         np.testing.assert_array_equal(a, b)
     assert int(state.stage_states["poison"]["calls"]) == 2
     assert int(state.opt_state[1][0].count) == int(clean.opt_state[1][0].count)
+    # param_norm is the norm of the parameters each step leaves: the skipped step reports the kept ones.
+    kept = float(np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in jax.tree.leaves(clean.params))))
+    np.testing.assert_allclose([float(m["param_norm"]) for m in metrics[1:]], [kept, kept], rtol=1e-5)
+
+
+def test_a_gradient_whose_squares_overflow_is_skipped_like_a_nonfinite_one():
+    """The finiteness check reads the gradient norm: 1e30 is finite but its square is not, and a
+    step that large is no step to take."""
+
+    class Huge(PoisonOnStep):
+        def loss(self, params, stage_state, batch, outputs, key):
+            bad = stage_state["calls"] == self.bad_step
+            return {"huge": Stat(jnp.where(bad, 1e30, 0.0) * outputs["logits"].sum(), jnp.float32(1.0))}, {}
+
+    batches = [random_batch(seed=s) for s in range(2)]
+    state, hist = run_steps((1, 1, 1), batches, stages=(Huge(bad_step=1, name="huge"),))
+    assert [bool(m["finite"]) for m, _ in hist] == [True, False]
+    assert int(state.skipped_steps) == 1
 
 
 def test_a_nonfinite_update_is_skipped_even_when_the_gradients_are_finite():
