@@ -1,7 +1,7 @@
 """Train a toxicity classifier with and without debiasing and compare their bias:
 `python -m experiments.debias --workdir DIR [--seeds N] [--config NAME] [--train FILE.jsonl --eval FILE.jsonl]
 [--heldout FILE.jsonl] [--methods baseline,adversarial,mindiff] [--axes gender,ethnicity,religion]
-[--set key=value ...] [--json]`.
+[--set key=value ...] [--explain-examples N] [--no-audit] [--policy FILE] [--signing-key FILE] [--json]`.
 
 Per seed, every method trains the same config on the same data with the same seed (the baseline as
 it is, `adversarial` with the `adversarial_debias` stage, `mindiff` with the `mindiff` stage), then
@@ -9,10 +9,14 @@ each model scores every example of the evaluation set (and of the held-out set) 
 report (holo_jax.fairness.metrics.bias_report, with bootstrap intervals). Written into DIR:
   report.json   the reports, the per-axis gap reductions against the baseline of the same seed,
                 the verdict against the target (holo_jax.fairness.comparison.Target), step times;
-  report.md     the same as tables;
+  report.md     the same as tables; both with an `explanations` section (--explain-examples N, 0 to
+                skip): on N examples of the first evaluation set, which identity words each seed-0
+                model's local and global rules lean on (holo_jax.explain.identity);
   <set>_<axis>.png  per identity of that axis, each method's subgroup/BPSN/BNSP AUC with intervals;
   baseline/, adversarial/, mindiff/   the first seed's runs (each a --checkpoint for fairness_eval);
-  seed<k>/<method>/                   those of further seeds.
+  seed<k>/<method>/                   those of further seeds. Each run has its audit log (audit/,
+                unless --no-audit) and its own bias report on the first evaluation set,
+                fairness_<set>.json, logged there by digest for `python -m holo_jax.governance release`.
 Re-running with the same DIR resumes: finished runs are kept, an interrupted one continues.
 
 Data: by default the embedded toxicity set (training split with its planted identity bias, its
@@ -70,7 +74,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--timing-steps", type=int, default=10,
                    help="steps per method per round of the interleaved step-time measurement (0: skip)")
+    p.add_argument("--explain-examples", type=int, default=400,
+                   help="examples of the first evaluation set whose rules show which identity words each "
+                        "seed-0 model leans on (holo_jax.explain.identity; default 400, 0: skip)")
     p.add_argument("--json", action="store_true", help="print report.json's summary on stdout")
+    p.add_argument("--no-audit", action="store_true",
+                   help="no audit log in the runs' DIR/<method>/audit (on by default; policy gates still apply)")
+    p.add_argument("--policy", metavar="FILE", help="YAML policy of CEL gates (default: the shipped one)")
+    p.add_argument("--signing-key", metavar="FILE",
+                   help="Ed25519 key for the audit logs (else $HOLO_JAX_SIGNING_KEY, else a per-run ephemeral key)")
     return p.parse_args(argv)
 
 
@@ -244,6 +256,19 @@ def step_seconds(cfgs: dict, steps: int, rounds: int = 5) -> dict:
 # the report
 
 
+def _explanations(classifiers: dict, s: EvalSet, n: int) -> dict:
+    """Which identity words each seed-0 model's rules lean on, on the same `n` examples of set `s`."""
+    import numpy as np
+
+    from holo_jax.explain.identity import identity_reliance, identity_words
+
+    take = np.sort(np.random.default_rng(0).permutation(len(s.texts))[:n])
+    texts, member = [s.texts[i] for i in take], s.membership[take]
+    lexicon = identity_words(texts, member, s.identities)
+    models = {m: identity_reliance(c, texts, member, s.identities, lexicon=lexicon) for m, c in classifiers.items()}
+    return {"set": s.name, "examples": len(texts), "identity_words": lexicon, "models": models}
+
+
 def _fmt(x, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -273,6 +298,17 @@ def markdown(report: dict) -> str:
             if s["verdict"]["failures"]:
                 lines += ["", "Failures: " + "; ".join(s["verdict"]["failures"]) + "."]
             lines.append("")
+    if report.get("explanations"):
+        e = report["explanations"]
+        lines += [f"## Explanations (seed 0, {e['set']}, {e['examples']} examples): the identity words the rules "
+                  "lean on", "", "| model | toxic decisions naming an identity | their rules naming an identity "
+                  "word | identity words in those rules | global rules naming one |", "|---|---|---|---|---|"]
+        for method, m in e["models"].items():
+            words = ", ".join(f"{w} ({c})" for w, c in list(m["identity_words_in_rules"].items())[:6]) or "none"
+            lines.append(f"| {method} | {m['toxic_decisions_mentioning_identity']} | "
+                         f"{_pct(m['share_of_their_rules_naming_identity_word'])} | {words} | "
+                         f"{'; '.join(m['global_rules_naming_identity_word']) or 'none'} |")
+        lines.append("")
     if report.get("step_time"):
         lines += ["## Step time (same mesh, interleaved rounds)", "", "| method | median s/step | x baseline |",
                   "|---|---|---|"]
@@ -299,12 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     from holo_jax.fairness.comparison import Target, compare, verdict
     from holo_jax.fairness.plots import plot_axis
     from holo_jax.fairness.scoring import load_classifier
+    from holo_jax.governance import log_report, run_sinks
     from holo_jax.train.jsonl import jsonable
     from holo_jax.train.loop import train
     from experiments.configs import debias as configs
 
     if args.seeds < 1:
         raise HoloError(f"--seeds must be at least 1, got {args.seeds}.")
+    if args.explain_examples < 0:
+        raise HoloError(f"--explain-examples must be 0 (skip) or more, got {args.explain_examples}.")
     if args.timing_steps < 0:
         raise HoloError(f"--timing-steps must be at least 0, got {args.timing_steps}.")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -341,20 +380,33 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     reports = {s.name: {m: [] for m in methods} for s in sets}
     runs = []
+    seed0 = {}
     for k in range(args.seeds):
         cfgs = first if k == 0 else method_configs(base, args.set, methods, seed=k)
         for method, cfg in cfgs.items():
             directory = run_dir(workdir, k, method)
             started = time.perf_counter()
-            result = train(cfg, directory)
+            # Each run keeps its own audit log; the before-training gate is checked before it trains.
+            sinks = run_sinks(directory, cfg.to_dict(), policy=args.policy, signing_key=args.signing_key,
+                              audit=not args.no_audit)
+            result = train(cfg, directory, sinks=sinks)
             if result.stopped_early:
                 raise HoloError(f"the {method} run of seed {k} stopped at step {result.final_step} ({result.reason}); "
                                 "run the same command again to resume it.")
             classifier = load_classifier(directory, batch_size=64)
+            if k == 0:
+                seed0[method] = classifier  # explained below, already compiled
             for s in sets:
                 scores = classifier.score(s.texts)
                 reports[s.name][method].append(bias_report(s.labels, scores, s.membership, s.identities,
                                                            bootstrap=BOOTSTRAP, seed=k).to_dict())
+            # The run's own bias report on the first set, in its workdir and logged there by digest:
+            # what `python -m holo_jax.governance release` reads as `reports.fairness`.
+            own = directory / f"fairness_{sets[0].name}.json"
+            _write_atomic(own, json.dumps(jsonable(reports[sets[0].name][method][-1]), allow_nan=False, indent=1) + "\n")
+            if not args.no_audit:
+                log_report(directory, "fairness", own, signing_key=args.signing_key, set=sets[0].name,
+                           source=sets[0].source)
             runs.append({"seed": k, "method": method, "workdir": str(directory), "steps": result.final_step,
                          "seconds": time.perf_counter() - started})
             print(f"seed {k} {method}: done ({directory})", file=sys.stderr, flush=True)
@@ -367,12 +419,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             per_seed = [compare(b, t) for b, t in zip(reports[s.name]["baseline"], reports[s.name][method])]
             summary[s.name][method] = {"per_seed": per_seed, "verdict": verdict(per_seed, target)}
+    explanations = _explanations(seed0, sets[0], args.explain_examples) if args.explain_examples else {}
     timing = step_seconds(first, args.timing_steps) if args.timing_steps else {}
     for t in timing.values():
         t["ratio_to_baseline"] = t["median_s"] / timing["baseline"]["median_s"]
     report = {"config_name": args.config, "config": first["baseline"].to_dict(), "seeds": args.seeds,
               "methods": list(methods), "axes": list(axes), "sets": {s.name: s.source for s in sets},
-              "target": target.to_dict(), "summary": summary, "step_time": timing, "runs": runs,
+              "target": target.to_dict(), "summary": summary, "explanations": explanations, "step_time": timing,
+              "runs": runs,
               "reports": reports}
     _write_atomic(workdir / "report.json", json.dumps(jsonable(report), allow_nan=False, indent=1) + "\n")
     _write_atomic(workdir / "report.md", markdown(report))

@@ -1,6 +1,6 @@
 """Bias report of a trained toxicity classifier: `python -m experiments.fairness_eval --checkpoint DIR
 --data FILE.jsonl [--json] [--scores-out FILE] [--plugin MODULE] [--batch-size N] [--min-per-class N]
-[--bootstrap N] [--seed S]`.
+[--bootstrap N] [--seed S] [--record [--signing-key FILE]]`.
 
 DIR is the --workdir of a `task.kind=sequence_classification` run; its latest checkpoint scores
 every example of FILE.jsonl (`{"text": str, "label": 0/1, "identities": [names]}` per line).
@@ -12,7 +12,6 @@ those the run tracks (task.identities). --json prints the whole report as one JS
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -30,6 +29,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, metavar="FILE.jsonl", help='{"text", "label", "identities"} lines')
     p.add_argument("--json", action="store_true", help="print the whole report as one JSON object")
     p.add_argument("--scores-out", metavar="FILE", help='write one {"score": p} line per example, in order')
+    p.add_argument("--record", action="store_true",
+                   help="also write the report into DIR/reports/fairness.json and log it by digest in the run's "
+                        "audit log (what `python -m holo_jax.governance release` reads)")
+    p.add_argument("--signing-key", metavar="FILE", help="Ed25519 key for --record (else $HOLO_JAX_SIGNING_KEY, else ephemeral)")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (one that registers the run's stage kinds)")
     p.add_argument("--batch-size", type=int, default=32, help="examples per forward pass (default 32)")
@@ -39,20 +42,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="resamples for the confidence intervals (default: bias_report's 1000; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and pinned-AUC samples")
     return p.parse_args(argv)
-
-
-def _write_scores(path: str, scores) -> None:
-    """One `{"score": p}` per line, written aside and renamed, so a failure leaves no half file."""
-    from holo_jax.errors import HoloError
-
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for p in scores:
-                f.write(json.dumps({"score": float(p)}) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise HoloError(f"cannot write --scores-out {path} ({e.strerror}); give a path in a writable directory.") from None
 
 
 def _text_summary(report: dict, step: int) -> str:
@@ -80,11 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from holo_jax.fairness.scoring import identities_to_report, load_classifier, membership, read_examples
     from holo_jax.train.jsonl import jsonable
 
-    for module in args.plugin:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise HoloError(f"--plugin {module} cannot be imported ({e}); give an importable module name.") from None
+    from experiments.cli import import_plugins
+
+    import_plugins(args.plugin)
     if args.batch_size < 1:
         raise HoloError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if args.min_per_class is not None and args.min_per_class < 1:
@@ -104,10 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     kwargs["seed"] = args.seed
     report = bias_report(labels, scores, membership(examples, names), names, **kwargs).to_dict()
     if args.scores_out:
-        _write_scores(args.scores_out, scores)
+        from experiments.cli import write_json_lines
+
+        write_json_lines(args.scores_out, ({"score": float(p)} for p in scores), "--scores-out")
+    out = {"checkpoint": str(classifier.workdir), "step": classifier.step, "data": os.path.abspath(args.data),
+           **report}
+    if args.record:
+        from holo_jax.governance import record_report
+
+        record_report(classifier.workdir, "fairness", out, signing_key=args.signing_key, step=classifier.step,
+                      data=os.path.abspath(args.data))
     if args.json:
-        out = {"checkpoint": str(classifier.workdir), "step": classifier.step, "data": os.path.abspath(args.data),
-               **report}
         print(json.dumps(jsonable(out), allow_nan=False), flush=True)
     else:
         print(_text_summary(report, classifier.step), flush=True)

@@ -281,7 +281,8 @@ class DataConfig(Section):
     # civil_comments holds labelled examples (TFDS civil_comments/CivilCommentsIdentities), so only
     # task.kind=sequence_classification reads it; files serves both tasks; embedded too (the pydoc
     # corpus for LM, a generated toxicity set for classification); the others are LM text only.
-    source: Literal["embedded", "files", "c4", "realnews", "wikitext103", "bookcorpus", "civil_comments"] = "embedded"
+    source: Literal["embedded", "files", "c4", "realnews", "wikitext103", "bookcorpus", "civil_comments",
+                    "mixture"] = "embedded"
     paths: tuple[str, ...] = ()  # for source=files: .txt / .jsonl files or globs
     text_key: Annotated[str, NON_EMPTY] = "text"  # field of .jsonl records holding the text
     tfds_data_dir: str = ""  # "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
@@ -291,11 +292,27 @@ class DataConfig(Section):
     # correlation planted in the train split (holo_jax/data/embedded_toxicity.py): 0 none, 1 the
     # documented rates (0.8 / 0.5 / 0.2 toxic by identity against a 0.2 background).
     embedded_bias: Annotated[float, InRange(0.0, 1.0, hi_closed=True)] = 1.0
+    # source=mixture (holo_jax/data/mixture.py): two component sources, each an LM source name or a
+    # .txt/.jsonl file or glob; virtual documents [0, mixture_switch_document) come from the first,
+    # later ones from the second (row r of a global batch B switches after ~switch/B documents);
+    # `ramp`: the second's share rises linearly over the next mixture_ramp_documents documents.
+    mixture: tuple[str, ...] = ()
+    mixture_schedule: Literal["switch", "ramp"] = "switch"
+    mixture_switch_document: Annotated[int, AtLeast(0)] = 0
+    mixture_ramp_documents: Annotated[int, AtLeast(0)] = 0
 
     def check_relations(self, at: str) -> None:
         # Imported here: the data package imports numpy and its sources import this module.
         from holo_jax.data.local_files import expand_paths
         from holo_jax.data.tokenizer import make_tokenizer
+
+        if self.source == "mixture":
+            from holo_jax.data.mixture import check_mixture
+
+            check_mixture(self, at)
+        elif self.mixture:
+            raise HoloError(f"{at}.mixture is set but {at}.source is `{self.source}`; set {at}.source=mixture "
+                            f"or leave {at}.mixture empty.")
 
         if self.source == "files":
             if not self.paths:

@@ -142,7 +142,7 @@ def test_literal_rejected_when_parsed_and_in_code(section, cls, field):
 
 def test_known_literal_choices():
     assert choices(DataConfig, "source") == ("embedded", "files", "c4", "realnews", "wikitext103", "bookcorpus",
-                                             "civil_comments")
+                                             "civil_comments", "mixture")
     assert choices(GradCommConfig, "scheme") == ("fp32", "bf16", "int8", "int4")
     rejects(["task.kind=bogus"], "task.kind must be next_token_lm or sequence_classification")
     # float16 stays constructible (the topology planner models it) but a run refuses it.

@@ -15,7 +15,7 @@ from holo_jax.errors import HoloError
 from holo_jax.fairness import bias_report
 from holo_jax.fairness.scoring import identities_to_report, load_classifier, membership, read_examples
 from holo_jax.train.jsonl import read_metrics
-from tests.train.conftest import write_toxicity_jsonl
+from tests.train.conftest import IDENTITIES, write_toxicity_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 # Test size: 12 steps, the adversary playing from step 4, two methods.
@@ -38,7 +38,7 @@ def debiased(files, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("debias") / "out"
     argv = ["--workdir", str(workdir), "--train", str(files / "train.jsonl"), "--eval", str(files / "eval.jsonl"),
             "--heldout", str(files / "heldout.jsonl"), "--methods", "baseline,adversarial", "--axes",
-            "gender,religion", "--timing-steps", "1", "--json", *SETS]
+            "gender,religion", "--timing-steps", "1", "--explain-examples", "60", "--json", *SETS]
     assert main(argv) == 0
     return workdir, argv
 
@@ -82,6 +82,22 @@ def test_the_report_is_the_bias_reports_of_the_workdirs(debiased, files):
     for name in ("report.md", "eval_gender.png", "eval_religion.png", "heldout_gender.png"):
         assert (workdir / name).stat().st_size > 0, name
     assert "| seed | axis | baseline gap | gap | reduction |" in (workdir / "report.md").read_text()
+
+
+def test_the_report_explains_which_identity_words_each_model_s_rules_lean_on(debiased, files):
+    workdir, _ = debiased
+    report = json.loads((workdir / "report.json").read_text())
+    e = report["explanations"]
+    assert e["set"] == "eval" and e["examples"] == 60 and set(e["models"]) == {"baseline", "adversarial"}
+    # The identity words are found from the data: the test set's subjects ("women", "muslims", ...).
+    assert e["identity_words"] and set(e["identity_words"].values()) <= set(IDENTITIES)
+    for m in e["models"].values():
+        n = m["toxic_decisions_mentioning_identity"]
+        share = m["share_of_their_rules_naming_identity_word"]
+        assert n == 0 and share is None or 0.0 <= share <= 1.0
+        assert all(w in e["identity_words"] and 0 < c <= n for w, c in m["identity_words_in_rules"].items())
+        assert 0.0 <= m["global_fidelity"] <= 1.0
+    assert "## Explanations (seed 0, eval, 60 examples)" in (workdir / "report.md").read_text()
 
 
 def test_a_workdir_is_a_fairness_eval_checkpoint(debiased, files):

@@ -52,7 +52,7 @@ class EmbeddedSource:
 SOURCE_NAMES = choices(DataConfig, "source")  # declared once, in the config
 # Document (LM) sources are dispatched below; civil_comments is a labelled-example source that only
 # SequenceClassification.open_batches builds. A new source must be declared in the config too.
-LM_SOURCE_NAMES = ("embedded", "files", *TFDS_DATASETS)
+LM_SOURCE_NAMES = ("embedded", "files", *TFDS_DATASETS, "mixture")
 if set(SOURCE_NAMES) != {*LM_SOURCE_NAMES, CIVIL_COMMENTS}:
     raise ImportError(f"data.source choices {SOURCE_NAMES} do not match the sources implemented here")
 
@@ -68,6 +68,10 @@ def make_source(cfg: DataConfig, split: str) -> Source:
                 "data.source=files needs data.paths, e.g. --set data.paths=corpus/*.txt,extra.jsonl."
             )
         return LocalFilesSource(cfg.paths, text_key=cfg.text_key, split=split)
+    if cfg.source == "mixture":
+        from holo_jax.data.mixture import make_mixture  # imports this module's make_source back
+
+        return make_mixture(cfg, split)
     if cfg.source in TFDS_DATASETS:
         return TfdsSource(cfg.source, split, text_key=cfg.text_key, data_dir=cfg.tfds_data_dir or None)
     if cfg.source == CIVIL_COMMENTS:

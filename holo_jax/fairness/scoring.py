@@ -26,7 +26,6 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import json
-import logging
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -34,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from holo_jax.config import STAGE_CONFIGS, MeshConfig, ModelConfig, OptimConfig, StageConfig, TaskConfig
+from holo_jax.config import ModelConfig, TaskConfig
 from holo_jax.errors import HoloError
 from holo_jax.fairness.identities import AXIS_OF, IDENTITIES, axes_of
 
@@ -110,57 +109,13 @@ class Classifier:
 
 # --- the run ---------------------------------------------------------------------------------
 
-def _tuples(x: Any) -> Any:
-    """JSON lists back into the tuples the frozen config sections hold."""
-    if isinstance(x, list):
-        return tuple(_tuples(v) for v in x)
-    if isinstance(x, dict):
-        return {k: _tuples(v) for k, v in x.items()}
-    return x
-
-
-def _section(cls: type, values: Any, key: str, path: Path):
-    if not isinstance(values, dict):
-        raise HoloError(f"{path} has no `{key}` section; it was not written by this version of holo_jax's "
-                        "trainer, so its checkpoints cannot be read back here.")
-    try:
-        return cls(**_tuples(values))
-    except TypeError as e:  # a field this code does not have (or lacks): another version wrote it
-        raise HoloError(f"the `{key}` section of {path} does not match this code ({e}); evaluate the run with the "
-                        "holo_jax version that trained it.") from None
-
-
-def _stage_sections(entries: Any, path: Path) -> tuple[StageConfig, ...]:
-    stages = []
-    for entry in entries or ():
-        kind = entry.get("kind") if isinstance(entry, dict) else None
-        if kind not in STAGE_CONFIGS:
-            known = ", ".join(sorted(STAGE_CONFIGS)) or "none are registered"
-            raise HoloError(f"the run in {path.parent} used stage kind `{kind}`, which no module imported in this "
-                            f"process registers (known: {known}); pass --plugin MODULE with the module that "
-                            "registered it for training.")
-        fields = {k: v for k, v in entry.items() if k != "kind"}
-        stages.append(_section(STAGE_CONFIGS[kind], fields, f"stages.{fields.get('name', kind)}", path))
-    return tuple(stages)
-
-
-def _run_record(workdir: Path) -> tuple[Path, dict]:
-    from holo_jax.train.run_config import CONFIG_FILE, _load, effective_config
-
-    if not workdir.exists():
-        raise HoloError(f"--checkpoint {workdir} does not exist; give the --workdir of a classification run.")
-    if not workdir.is_dir():
-        raise HoloError(f"--checkpoint {workdir} is not a directory; give the --workdir of a classification run.")
-    path = workdir / CONFIG_FILE
-    if not path.exists():
-        # People often point at the checkpoints folder, or one step of it, instead of the run.
-        for parent in (workdir.parent, workdir.parent.parent):
-            if (parent / CONFIG_FILE).exists():
-                raise HoloError(f"--checkpoint {workdir} holds no {CONFIG_FILE}, but {parent} does; pass the run "
-                                f"directory: --checkpoint {parent}.")
-        raise HoloError(f"--checkpoint {workdir} holds no {CONFIG_FILE}, so it is not a holo_jax run directory; "
-                        "give the --workdir a classification run trained in.")
-    return path, effective_config(_load(path))
+def _binary_classifier(workdir: Path, task_cfg: TaskConfig) -> None:
+    if task_cfg.kind != "sequence_classification":
+        raise HoloError(f"{workdir} is a task.kind={task_cfg.kind} run; fairness_eval scores a "
+                        "task.kind=sequence_classification run: give the --workdir of one.")
+    if task_cfg.num_classes != 2:
+        raise HoloError(f"{workdir} trained a {task_cfg.num_classes}-class classifier; the bias metrics need a "
+                        "binary one (task.num_classes=2, label 1 = toxic).")
 
 
 def load_classifier(workdir: str | Path, *, batch_size: int = DEFAULT_BATCH_SIZE) -> Classifier:
@@ -168,93 +123,15 @@ def load_classifier(workdir: str | Path, *, batch_size: int = DEFAULT_BATCH_SIZE
 
     Raises HoloError (one sentence) for a directory that is not a run, a run of another task or
     with more than two classes, a stage kind this process does not register, or a run with no
-    readable checkpoint."""
-    import orbax.checkpoint as ocp
-
-    from holo_jax.data import make_tokenizer
-    from holo_jax.parallel.mesh import build_mesh
-    from holo_jax.train.checkpoint import _stderr_to
-    from holo_jax.train.optimizer import make_optimizer
-    from holo_jax.train.stages import build_stages
-    from holo_jax.train.state import abstract_train_state
-    from holo_jax.train.tasks import make_task
+    readable checkpoint (holo_jax.train.restore_run)."""
+    from holo_jax.train.restore_run import load_run
 
     if batch_size < 1:
         raise HoloError(f"the batch size must be at least 1, got {batch_size}.")
-    workdir = Path(workdir).absolute()
-    path, config = _run_record(workdir)
-    task_cfg = _section(TaskConfig, config.get("task"), "task", path)
-    if task_cfg.kind != "sequence_classification":
-        raise HoloError(f"{workdir} is a task.kind={task_cfg.kind} run; fairness_eval scores a "
-                        "task.kind=sequence_classification run: give the --workdir of one.")
-    if task_cfg.num_classes != 2:
-        raise HoloError(f"{workdir} trained a {task_cfg.num_classes}-class classifier; the bias metrics need a "
-                        "binary one (task.num_classes=2, label 1 = toxic).")
-    # Remat only changes what the backward pass recomputes; a forward pass has none, and the
-    # parameters are the same under every policy (the loop restores any run into either).
-    model_cfg = dataclasses.replace(_section(ModelConfig, config.get("model"), "model", path), remat="none")
-    optim_cfg = _section(OptimConfig, config.get("optim"), "optim", path)
-    stages = build_stages(_stage_sections(config.get("stages"), path), make_task(task_cfg))
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
-    tokenizer = make_tokenizer(str(data.get("tokenizer", "byte")))
-    if tokenizer.vocab_size > model_cfg.vocab_size:
-        raise HoloError(f"the run's tokenizer `{data.get('tokenizer')}` has {tokenizer.vocab_size} ids but the "
-                        f"model only {model_cfg.vocab_size}; the tokenizer file changed since training.")
-
-    task = make_task(task_cfg)
-    model = task.build_model(model_cfg)
-    # One device: scoring is a forward pass of a small batch, and any checkpoint is resharded on restore.
-    mesh = build_mesh(MeshConfig(data=1, fsdp=1, tensor=1, plan="manual"), model_cfg, jax.devices()[:1])
-    target, _ = abstract_train_state(model, task.init_inputs(model_cfg.max_len),
-                                     make_optimizer(optim_cfg, int(config.get("steps", 1))), stages, mesh,
-                                     int(config.get("seed", 0)))
-
-    directory = workdir / "checkpoints"
-    if not directory.is_dir():
-        raise HoloError(f"{workdir} has no checkpoints yet; train it (python -m experiments.pretrain --workdir "
-                        f"{workdir} ...) until it saves one.")
-    # read_only: an evaluation must never create, save into or prune a run's checkpoints. Orbax logs
-    # a warning for every read-only manager, which is the point here, not news: silenced for the call.
-    absl_logger = logging.getLogger("absl")
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)
-    try:
-        manager = ocp.CheckpointManager(
-            directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0),
-            item_names=("state", "data"))
-    finally:
-        absl_logger.setLevel(level)
-    failed = False
-    try:
-        step = manager.latest_step()
-        if step is None:
-            raise HoloError(f"{workdir} has no finished checkpoint yet; train it until it saves one.")
-        wanted = {"params": target.params}
-        log = workdir / "restore_errors.log"
-        try:
-            # As in train/checkpoint.py: tensorstore's reader threads print tracebacks for a damaged
-            # checkpoint; they go to the log, the one sentence to the terminal.
-            with _stderr_to(log) as redirect:
-                restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-                    item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
-                    partial_restore=True)))
-        except Exception as e:  # orbax raises many types (ValueError, FileNotFoundError, tensorstore errors)
-            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            error = HoloError(f"the checkpoint for step {step} in {directory} cannot be restored ({reason}); "
-                              f"if it is damaged, move that step's directory aside to evaluate the previous one "
-                              f"(details: {log}).")
-            error.print_to = redirect.original
-            failed = True
-            raise error from e
-        if log.exists() and log.stat().st_size == 0:
-            log.unlink()
-    finally:
-        # After a failed read, reads still in flight call back into the manager's event loop
-        # (as train/checkpoint.py explains): closing it then would only add tracebacks.
-        if not failed:
-            manager.close()
-    return Classifier(workdir=workdir, step=int(step), model_cfg=model_cfg, task_cfg=task_cfg, task=task,
-                      model=model, params=restored["state"]["params"], tokenizer=tokenizer, batch_size=batch_size)
+    run = load_run(workdir, accept=_binary_classifier, what="classification run")
+    return Classifier(workdir=run.workdir, step=run.step, model_cfg=run.model_cfg, task_cfg=run.task_cfg,
+                      task=run.task, model=run.model, params=run.params, tokenizer=run.tokenizer,
+                      batch_size=batch_size)
 
 
 # --- the data --------------------------------------------------------------------------------

@@ -26,6 +26,9 @@ class SequenceClassifier(nn.Module):
         hidden_btd, weights = Decoder(self.cfg, self.capture_attention, name="decoder")(
             tokens_bt, deterministic=deterministic
         )
+        if self.capture_attention:
+            # Gradient handle on the last block's (final-normed) activations, for Grad-CAM.
+            hidden_btd = self.perturb("hidden", hidden_btd)
         if self.pooling == "mean":
             real_bt = (jnp.arange(tokens_bt.shape[1])[None, :] < lengths_b[:, None]).astype(jnp.float32)
             summed_bd = jnp.einsum("bt,btd->bd", real_bt, hidden_btd.astype(jnp.float32))

@@ -11,6 +11,8 @@ Conventions:
 - Parameters are float32 (master weights); activations and matmuls run in `compute_dtype`.
 - Attention uses `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPUs) and, on CPUs,
   `causal_attention`: the same function computed in causal blocks of query rows (see there). The explicit softmax path runs only when attention weights are captured for explanations.
+- Only with attention captured does the model carry gradient handles (flax `perturb`) on the
+  attention weights and token embeddings, which holo_jax.explain differentiates through.
 """
 from __future__ import annotations
 
@@ -141,6 +143,9 @@ class CausalSelfAttention(nn.Module):
             causal_ts = jnp.tril(jnp.ones((t, t), dtype=bool))
             scores_bnts = jnp.where(causal_ts, scores_bnts, jnp.finfo(jnp.float32).min)
             weights_bnts = jax.nn.softmax(scores_bnts, axis=-1)
+            # A gradient handle for the explanation engine (gradient-weighted attention rollout,
+            # Chefer et al. 2021): a no-op unless a `perturbations` collection is passed to apply.
+            weights_bnts = self.perturb("attention", weights_bnts)
             out_btnh = jnp.einsum("bnts,bsnh->btnh", weights_bnts.astype(dtype), v_bsnh)
         else:
             weights_bnts = None
@@ -202,6 +207,17 @@ class Block(nn.Module):
         return _constrain(x_btd, "batch", "length", "act_embed"), weights_bnts
 
 
+class GradientProbe(nn.Module):
+    """The identity, with a gradient handle: `perturb` adds the `perturbations` collection's value
+    (zeros at init) when one is passed to `apply`, so `jax.grad` with respect to it is the gradient
+    with respect to this activation (integrated gradients on the token embeddings). Only created
+    when `capture_attention` is set: the training model never has one."""
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        return self.perturb("value", x)
+
+
 class Decoder(nn.Module):
     """Token embedding + the block stack + final norm. Returns hidden states and attention weights
     (`[layers, b, n, t, s]`, or None unless `capture_attention`)."""
@@ -227,9 +243,11 @@ class Decoder(nn.Module):
             block = nn.remat(Block, policy=remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers,
                              static_argnums=(2,))
         if cfg.scan_layers:
+            # With attention captured, the per-layer gradient handles stack over layers like the params.
+            variable_axes = {"params": 0, **({"perturbations": 0} if self.capture_attention else {})}
             self.blocks = nn.scan(
                 block,
-                variable_axes={"params": 0},
+                variable_axes=variable_axes,
                 split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast,),
                 length=cfg.n_layers,
@@ -238,6 +256,8 @@ class Decoder(nn.Module):
         else:
             self.blocks = [block(cfg, self.capture_attention, name=f"block_{i}") for i in range(cfg.n_layers)]
         self.ln_final = LayerNorm(jnp.dtype(cfg.compute_dtype))
+        if self.capture_attention:
+            self.token_embedding_probe = GradientProbe()
 
     def __call__(self, tokens_bt: Array, *, deterministic: bool = True) -> tuple[Array, Array | None]:
         cfg = self.cfg
@@ -249,7 +269,10 @@ class Decoder(nn.Module):
         # uses): gathering from an fsdp-sharded width yields width-sharded rows that the SPMD
         # partitioner can only reshard to batch-sharded rows by replicating the whole activation.
         table_vd = _constrain(self.embedding, "vocab", None)
-        x_btd = jnp.take(table_vd, tokens_bt, axis=0) + _constrain(self.position_embedding[:t], None, None)
+        tokens_btd = jnp.take(table_vd, tokens_bt, axis=0)
+        if self.capture_attention:
+            tokens_btd = self.token_embedding_probe(tokens_btd)
+        x_btd = tokens_btd + _constrain(self.position_embedding[:t], None, None)
         x_btd = _constrain(x_btd.astype(dtype), "batch", "length", "act_embed")
         if cfg.scan_layers:
             x_btd, weights_lbnts = self.blocks(x_btd, deterministic)

@@ -184,6 +184,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
                       params=count_params(state.params), devices=jax.device_count(),
                       processes=jax.process_count(), mesh=dict(mesh.shape), mesh_plan=mesh_plan,
                       superseded_rows=rewound)
+            out.event("data_lineage", step=0, **_data_lineage(cfg, train_data, validation, shard_index, shard_count))
             if warm_source is not None:
                 restored = {n: state.params[n] for n in given_params}
                 out.event("warm_start", step=0, **event_fields(warm_source, restored, state.params))
@@ -199,6 +200,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
             train_data.restore({k: local_rows(v) for k, v in data_state.items()})
             rewound = out.rewind(latest)
             out.event("resume", step=latest, superseded_rows=rewound, processes=jax.process_count())
+            out.event("data_lineage", step=latest, **_data_lineage(cfg, train_data, validation, shard_index, shard_count))
             if primary:
                 # A save that completed just before a crash was never reported; it is on disk, so say so.
                 for saved_step in _unreported_checkpoints(workdir, ckpt.all_steps()):
@@ -338,6 +340,19 @@ def train(cfg: TrainConfig, workdir: str | Path, *, stop_after: int | None = Non
                 f"{last_skipped}), so training stopped; the last good state is saved as step {final_step} in "
                 f"{ckpt.directory}: lower optim.learning_rate or check the data, then resume.")
         return RunResult(final_step, final_step < cfg.steps, reason, last_loss)
+
+
+def _data_lineage(cfg: TrainConfig, train_data, validation, shard_index: int, shard_count: int) -> dict[str, Any]:
+    """What this process reads: source, version, split, its shard of the rows and the data's
+    fingerprint (sha256 of the files or examples, where the source computes one)."""
+    def describe(batches, split: str) -> dict[str, Any]:
+        source = getattr(batches, "source", None)
+        return {"split": split, "source": repr(source) if source is not None else None,
+                "version": getattr(source, "version", None), "fingerprint": getattr(source, "fingerprint", None)}
+
+    splits = [describe(train_data, "train")] + ([describe(validation, "validation")] if validation is not None else [])
+    return {"source": cfg.data.source, "paths": list(cfg.data.paths), "tokenizer": cfg.data.tokenizer,
+            "shard_index": shard_index, "shard_count": shard_count, "splits": splits}
 
 
 def _has_eval_row(workdir: Path, step: int, primary: bool) -> bool:

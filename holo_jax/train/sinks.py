@@ -57,6 +57,10 @@ class Sink:
         """A reason (e.g. "drift_alarm") once this sink wants the run to stop cleanly; None otherwise."""
         return None
 
+    def attach(self, events: "CompositeSink") -> None:
+        """Called once with the loop's one event API, for a sink that reports events of its own (a
+        policy gate's warnings); it calls `events.event(kind, ...)` outside its own `event()`."""
+
 
 class MetricsJsonl(Sink):
     def __init__(self, workdir: Path):
@@ -157,6 +161,8 @@ class CompositeSink(Sink):
 
     def __init__(self, sinks: Sequence[Sink]):
         self.sinks = list(sinks)
+        for s in self.sinks:
+            s.attach(self)
 
     def metrics(self, step, row):
         row = jsonable(row)

@@ -261,3 +261,37 @@ def test_read_examples_keeps_file_order_and_line_numbers(tmp_path):
     with pytest.raises(HoloError, match="holds no examples"):
         (tmp_path / "empty.jsonl").write_text("\n")
         read_examples(tmp_path / "empty.jsonl")
+
+
+def test_record_files_the_report_with_the_run_and_the_release_gate_reads_it(run, tmp_path):
+    """--record writes DIR/reports/fairness.json, logs its sha256 in events.jsonl and the audit log
+    (one event API), the log verifies, and the release gate sees the same figures; an edit of the
+    report after logging is caught."""
+    import hashlib
+    import shutil
+
+    from holo_jax.governance import verify_run
+    from holo_jax.governance.release_gate import gather
+    from holo_jax.train.jsonl import read_jsonl
+
+    workdir, data = run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    out = json.loads(_capture(lambda: main(["--checkpoint", str(copy), "--data", str(data), "--json", "--record",
+                                            "--plugin", "tests.train.plugin_stages", "--min-per-class", "3",
+                                            "--bootstrap", "0"])))
+    path = copy / "reports" / "fairness.json"
+    filed = json.loads(path.read_text())
+    assert filed["overall_auc"] == out["overall_auc"] and filed["step"] == out["step"]
+    (event,) = [e for e in read_jsonl(copy / "events.jsonl") if e["kind"] == "report"]
+    assert event["report_kind"] == "fairness" and event["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    check = verify_run(copy)
+    assert check.ok, check.summary()
+    variables, built_in = gather(copy, check)
+    assert [a["auc_gap"] for a in variables["reports"]["fairness"]["axes"]] == [a["auc_gap"] for a in filed["axes"]]
+    # This fixture trained without an audit log, so no checkpoint has provenance; the report is intact.
+    assert [d.rule for d in built_in] == ["checkpoint_with_provenance"], built_in
+    path.write_text(path.read_text().replace('"overall_auc"', '"overall_auc" ', 1))  # edited after logging
+    variables, built_in = gather(copy, verify_run(copy))
+    assert "fairness" not in variables["reports"]
+    assert [d.rule for d in built_in] == ["report_fairness_intact", "checkpoint_with_provenance"], built_in
