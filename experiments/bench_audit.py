@@ -36,16 +36,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from experiments.cli import Parser
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit status 2, like every other bad input
-        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
-
-
 def parse_args(argv):
-    p = _Parser(prog="python -m experiments.bench_audit", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m experiments.bench_audit", description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object (the contract of bench_*)")
     p.add_argument("--config", default="default", help="named pretrain config (default: the pretrain default)")
     p.add_argument("--steps", type=int, default=24)

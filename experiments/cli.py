@@ -2,12 +2,20 @@
 outputs written so that a failure never leaves half a file."""
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
 from typing import Any, Iterable, Sequence
 
 from holo_jax.errors import HoloError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit status 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
 
 
 def import_plugins(modules: Sequence[str]) -> None:

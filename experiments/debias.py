@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.cli import Parser
+
 # The debiased methods: the stage each adds on top of the baseline config, with its settings here
 # (their sections' defaults otherwise). Measured choices: BENCHMARKS.md, issue 12.
 METHOD_STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -54,13 +56,8 @@ DEFAULT_AXES = ("gender", "ethnicity", "religion")
 BOOTSTRAP = 1000  # resamples per bias report
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit status 2, like every other bad input
-        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(prog="python -m experiments.debias", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m experiments.debias", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True, metavar="DIR", help="where the runs and the report go")
     p.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0..N-1 (default 1)")
     p.add_argument("--config", default="toxicity", help="named config from experiments/configs/debias.py")

@@ -23,14 +23,11 @@ import statistics
 import sys
 import time
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit status 2, like every other bad input
-        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
+from experiments.cli import Parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(prog="python -m experiments.drift", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m experiments.drift", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", metavar="DIR", help="--workdir of a pretrain or classification run")
     p.add_argument("--reference", nargs="+", default=[], metavar="FILE", help=".txt/.jsonl reference texts")
     p.add_argument("--stream", nargs="+", default=[], metavar="FILE", help=".txt/.jsonl stream, in order")

@@ -17,14 +17,11 @@ import math
 import os
 import sys
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit status 2, like every other bad input
-        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
+from experiments.cli import Parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(prog="python -m experiments.fairness_eval", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m experiments.fairness_eval", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="--workdir of a sequence_classification run")
     p.add_argument("--data", required=True, metavar="FILE.jsonl", help='{"text", "label", "identities"} lines')
     p.add_argument("--json", action="store_true", help="print the whole report as one JSON object")

@@ -12,14 +12,11 @@ import json
 import os
 import sys
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit status 2, like every other bad input
-        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
+from experiments.cli import Parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(prog="python -m experiments.pretrain", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m experiments.pretrain", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True, help="run directory: metrics, events, checkpoints")
     p.add_argument("--config", default="default", help="named config from experiments/configs/pretrain.py")
     p.add_argument("--steps", type=int, help="total length of the run (the LR schedule follows it)")
