@@ -112,6 +112,16 @@ def test_the_holo_jax_column_comes_from_the_files_of_the_run(tmp_path: Path) -> 
     cells = transparency.detect_holo_run(run)
     assert cells["tamper_evidence"][0] == "yes" and cells["fairness_explanation_reports"][0] == "yes"
     assert cells["checkpoint_digests"] == ("yes", "checkpoints/6/digests.json")
+    # What the governance layer writes: provenance records in the audit log, data_lineage and report events.
+    (run / "audit" / "log.jsonl").write_text(json.dumps({"_sha256": "ab", "prev": "", "seq": 0, "record": {
+        "type": "checkpoint_provenance", "step": 6}}) + "\n")
+    with open(run / "events.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "data_lineage", "splits": [{"split": "train", "fingerprint": "ef"}]}) + "\n")
+        f.write(json.dumps({"kind": "report", "report_kind": "fairness", "path": "reports/fairness.json"}) + "\n")
+    cells = transparency.detect_holo_run(run)
+    assert cells["checkpoint_digests"][0] == "yes" and "checkpoint_provenance" in cells["checkpoint_digests"][1]
+    assert cells["data_lineage"][0] == "yes" and "fingerprint" in cells["data_lineage"][1]
+    assert "fairness (reports/fairness.json)" in cells["fairness_explanation_reports"][1]
 
 
 def test_the_table_lists_every_peer_with_sources_and_renders_as_markdown(tmp_path: Path) -> None:
