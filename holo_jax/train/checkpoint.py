@@ -124,8 +124,7 @@ class Checkpointer:
                 )
             error.print_to = redirect.original
             raise error from e
-        if log.exists() and log.stat().st_size == 0:
-            log.unlink()  # nothing went wrong: leave no empty error log behind
+        _drop_if_empty(log)  # nothing went wrong: leave no empty error log behind
         return restored["state"], restored["data"]
 
     def wait(self) -> None:
@@ -191,9 +190,18 @@ def restore_params(directory: str | Path, step: int, wanted: PyTree, log: Path) 
                         f"damaged, move that step's directory aside to start from the previous checkpoint "
                         f"(steps present: {finished_steps(directory)}; details: {log}).") from e
     manager.close()
-    if log.exists() and log.stat().st_size == 0:
-        log.unlink()
+    _drop_if_empty(log)
     return restored["state"]["params"]
+
+
+def _drop_if_empty(log: Path) -> None:
+    """Remove an empty error log. Every process of a multi-process run restores with the same log
+    path in the shared workdir, so another process may have removed it first: not an error."""
+    try:
+        if log.stat().st_size == 0:
+            log.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
 
 
 class _Redirect:
