@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--measure", action="store_true", help="measure delays and false alarms among domains")
     p.add_argument("--seeds", type=int, default=5, help="--measure: reference/stream splits per domain")
+    p.add_argument("--protocol", choices=("blocks", "segments"), default="blocks",
+                   help="--measure: how each domain is split into reference and stream (holo_jax.drift.measure)")
     p.add_argument("--bench-overhead", action="store_true", help="time the step with and without the stage")
     p.add_argument("--config", default="default", help="--bench-overhead: named pretrain config")
     p.add_argument("--repeats", type=int, default=20, help="--bench-overhead: timed steps per variant")
@@ -146,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.seeds < 1:
             raise HoloError(f"--seeds must be at least 1, got {args.seeds}.")
-        result = measure(scorer, window=args.window, false_alarm_rate=args.false_alarm_rate, seeds=args.seeds)
+        result = measure(scorer, window=args.window, false_alarm_rate=args.false_alarm_rate, seeds=args.seeds,
+                         protocol=args.protocol)
     else:
         reference = file_features(scorer, args.reference, args.text_key)
         detector = calibrate(reference, args.window, args.false_alarm_rate)

@@ -2,9 +2,14 @@
 
 Protocol (`python -m experiments.drift --checkpoint DIR --measure --json`):
   - each domain (holo_jax.drift.domains) is packed once into sequences and scored once;
-  - per seed, its sequences are cut into blocks of 4 windows and a random half of the blocks (in
-    their order) is the domain's reference, the other half its held-out stream: reference and
-    stream never share a sequence, and each keeps contiguous text;
+  - per seed, the domain's sequences are split into a reference and a held-out stream that never
+    share a sequence and each keep contiguous text, by one of two protocols:
+      `blocks` (the default, the recorded figure): blocks of 4 windows, a random half of them (in
+        their order) the reference, the other half the stream; neighbouring blocks of one
+        document then fall on both sides, so the stream shares documents with the reference;
+      `segments`: 8 contiguous segments of the domain, a random 4 of them the reference, the
+        others the stream; only the documents cut at a segment edge are shared, which is closer
+        to what a user does (a reference file, then a stream file of the same kind of text);
   - stationary: every held-out window of domain A tested against A's reference (false alarms);
   - switch A -> B, for every ordered pair of distinct domains: `pre_windows` held-out windows of A,
     then B's held-out windows; the delay is the number of B windows up to and including the first
@@ -23,9 +28,18 @@ from holo_jax.drift.domains import DOMAINS, domain_documents
 from holo_jax.drift.offline import SequenceScorer, calibrate, score_stream, sequences_of
 
 BLOCK_WINDOWS = 4
+SEGMENTS = 8
+PROTOCOLS = ("blocks", "segments")
 
 
-def _split(n: int, window: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _split(n: int, window: int, rng: np.random.Generator, protocol: str = "blocks") -> tuple[np.ndarray, np.ndarray]:
+    if protocol == "segments":
+        edges = (np.arange(SEGMENTS + 1) * (n // window)) // SEGMENTS * window
+        chosen = np.zeros(SEGMENTS, bool)
+        chosen[rng.permutation(SEGMENTS)[: SEGMENTS // 2]] = True
+        ref = np.concatenate([np.arange(edges[s], edges[s + 1]) for s in np.flatnonzero(chosen)])
+        held = np.concatenate([np.arange(edges[s], edges[s + 1]) for s in np.flatnonzero(~chosen)])
+        return ref, held
     block = BLOCK_WINDOWS * window
     blocks = np.arange(n // block)
     chosen = np.zeros(len(blocks), bool)
@@ -36,7 +50,8 @@ def _split(n: int, window: int, rng: np.random.Generator) -> tuple[np.ndarray, n
 
 
 def measure(scorer: SequenceScorer, *, window: int, false_alarm_rate: float, seeds: int,
-            domains: Sequence[str] = DOMAINS, max_bytes: int = 600_000, pre_windows: int = 10) -> dict:
+            domains: Sequence[str] = DOMAINS, max_bytes: int = 600_000, pre_windows: int = 10,
+            protocol: str = "blocks") -> dict:
     run = scorer.run
     features = {}
     for name in domains:
@@ -48,7 +63,7 @@ def measure(scorer: SequenceScorer, *, window: int, false_alarm_rate: float, see
     pre_alarms = {k: 0 for k in delays}
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
-        splits = {name: _split(sizes[name], window, rng) for name in domains}
+        splits = {name: _split(sizes[name], window, rng, protocol) for name in domains}
         take = lambda name, idx: {t: v[idx] for t, v in features[name].items()}  # noqa: E731
         detectors = {name: calibrate([(name, take(name, splits[name][0]))], window, false_alarm_rate)
                      for name in domains}
@@ -68,7 +83,7 @@ def measure(scorer: SequenceScorer, *, window: int, false_alarm_rate: float, see
     return {
         "checkpoint": str(run.workdir), "checkpoint_step": run.step, "task": run.task.name,
         "window_sequences": window, "sequence_tokens": run.model_cfg.max_len, "false_alarm_rate": false_alarm_rate,
-        "expected_run_length_windows": 1.0 / false_alarm_rate, "seeds": seeds, "domains": list(domains),
+        "expected_run_length_windows": 1.0 / false_alarm_rate, "seeds": seeds, "protocol": protocol, "domains": list(domains),
         "domain_sequences": sizes, "domain_max_bytes": max_bytes, "pre_switch_windows": pre_windows,
         "delays_windows": delays,
         "median_delay_windows": {k: _median(v) for k, v in delays.items()},

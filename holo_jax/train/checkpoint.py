@@ -9,8 +9,11 @@ checkpoint that looks finished; the previous ones stay untouched.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -216,10 +219,47 @@ class _Redirect:
             return
         if log is not None:
             _late_loop_errors_to(log)
+            # The reader threads also print whole tracebacks through `sys.stderr` (natively, not
+            # through the hook). One caught mid-print by the switch below would put its tail on
+            # the real stderr, before the run's one-sentence error (seen in CI). So Python-level
+            # writes from any thread but the main one go on to the log from here, and the switch
+            # waits a moment for a print already under way to finish.
+            old = sys.stderr
+            sys.stderr = _MainThreadOnly(os.fdopen(os.dup(self.saved_fd), "w", buffering=1),
+                                         open(log, "a", encoding="utf-8", buffering=1))
+            time.sleep(0.05)
+            old.flush()
         sys.stderr.flush()
         os.dup2(self.saved_fd, 2)
         os.close(self.saved_fd)
         self.saved_fd = None
+
+
+class _MainThreadOnly(io.TextIOBase):
+    """A stderr whose writes from the main thread go to `main` and from other threads to `others`."""
+
+    def __init__(self, main: TextIO, others: TextIO):
+        self._main, self._others = main, others
+
+    def _target(self) -> TextIO:
+        return self._main if threading.current_thread() is threading.main_thread() else self._others
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._main.flush()
+        self._others.flush()
+
+    def fileno(self) -> int:
+        return self._main.fileno()
+
+    def isatty(self) -> bool:
+        return self._main.isatty()
+
+    @property
+    def encoding(self) -> str:
+        return self._main.encoding
 
 
 def _late_loop_errors_to(log: Path) -> None:
