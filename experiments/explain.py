@@ -1,7 +1,7 @@
 """Explain a trained toxicity classifier: `python -m experiments.explain --checkpoint DIR --data FILE.jsonl
 [--json] [--explanations-out FILE] [--html FILE] [--png FILE] [--devices N] [--batch-size N]
-[--ig-steps N] [--samples N] [--precision-target P] [--holdout-fraction F] [--latency N] [--seed S]
-[--record [--signing-key FILE]]`.
+[--ig-steps N] [--samples N] [--precision-target P] [--holdout-fraction F] [--max-rules N] [--rule-precision P]
+[--validation-fraction F] [--queries N] [--pair-words N] [--latency N] [--seed S] [--record [--signing-key FILE]]`.
 
 DIR is the --workdir of a `task.kind=sequence_classification` run (its latest checkpoint); FILE.jsonl
 holds `{"text", "label", "identities"}` lines (labels are not used: explanations are of the model's
@@ -9,7 +9,10 @@ decisions). For every line: word relevance by raw attention, attention rollout, 
 rollout, Grad-CAM, integrated gradients, random and the rule engine (`symbolic`), and a local rule
 whose precision is measured under perturbation. Over the file: a global decision list mined on one
 part (1 - --holdout-fraction) and measured on the rest (fidelity, coverage, precision,
-simulatability), and the faithfulness of every method (holo_jax.explain.faithfulness).
+simulatability), and the faithfulness of every method (holo_jax.explain.faithfulness). The decision
+list's length is chosen on a --validation-fraction part of the mining texts (no cap unless --max-rules),
+its rules' least precision from a grid (or --rule-precision), and the model's decisions on --queries
+word-swapped variants of each mining text join the mining data (holo_jax.explain.rules, module doc).
 
 --json prints one JSON object; --explanations-out writes one line per input line, in order:
 `{"words": [...], "relevance": {"<method>": [one float per word]}, "rule": str, ...}`. The words are
@@ -57,7 +60,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision-target", type=float, default=0.9, help="local and global rule precision (0.9)")
     p.add_argument("--holdout-fraction", type=float, default=0.5, help="share held out from rule mining (0.5)")
     p.add_argument("--min-support", type=int, default=3, help="examples a global rule must cover (default 3)")
-    p.add_argument("--max-rules", type=int, default=60, help="most rules in the global decision list (default 60)")
+    p.add_argument("--max-rules", type=int, default=0,
+                   help="most rules in the global decision list (default 0: no cap, the length is chosen on a "
+                        "validation part of the mining texts)")
+    p.add_argument("--rule-precision", type=float, action="append", metavar="P",
+                   help="least precision of a global rule (repeat to give several; default: the best on the "
+                        "validation part of 0.7, 0.75, 0.8, 0.85, 0.9)")
+    p.add_argument("--validation-fraction", type=float, default=0.25,
+                   help="share of the mining texts that chooses the decision list's length (default 0.25)")
+    p.add_argument("--queries", type=int, default=8,
+                   help="variants of each mining text the model decides, as extra mining data (default 8; 0: none)")
+    p.add_argument("--pair-words", type=int, default=40,
+                   help="most relevant words whose pairwise conjunctions are global-rule candidates (default 40)")
     p.add_argument("--latency", type=int, default=20, help="examples timed at batch 1 (default 20; 0: skip)")
     p.add_argument("--latency-repeats", type=int, default=3, help="repeats of the latency timing (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the perturbations, the split and `random`")
@@ -95,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         global_rules, html_page, local_rule_summary, measure_latency, plot_curves,
     )
     from holo_jax.explain.render import write_atomic
+    from holo_jax.explain.rules import DEFAULT_RULE_PRECISIONS
     from holo_jax.explain.scoring import BucketedScorer
     from holo_jax.fairness.scoring import load_classifier, read_examples
     from holo_jax.train.jsonl import jsonable
@@ -102,11 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.cli import import_plugins
 
     import_plugins(args.plugin)
-    for flag in ("batch_size", "score_batch", "ig_steps", "html_examples", "latency_repeats", "min_support", "max_rules"):
+    for flag in ("batch_size", "score_batch", "ig_steps", "html_examples", "latency_repeats", "min_support"):
         if getattr(args, flag) < 1:
             raise HoloError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}.")
-    if args.latency < 0 or args.devices < 0:
-        raise HoloError("--latency and --devices must be 0 or more.")
+    for flag in ("latency", "devices", "max_rules", "queries", "pair_words"):
+        if getattr(args, flag) < 0:
+            raise HoloError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}.")
+    if not 0.0 <= args.validation_fraction < 1.0:
+        raise HoloError(f"--validation-fraction must be in [0, 1), got {args.validation_fraction}.")
+    for value in args.rule_precision or ():
+        if not 0.5 <= value <= 1.0:
+            raise HoloError(f"--rule-precision must be in [0.5, 1], got {value}.")
     settings = RuleSettings(relevance=args.rule_relevance, candidates=args.candidates, max_words=args.max_rule_words,
                             samples=args.samples, precision_target=args.precision_target, seed=args.seed)
     settings.check()
@@ -125,12 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     expl = explain_texts(classifier, attributor, texts, settings, score_batch=args.score_batch)
     explain_seconds = time.perf_counter() - t0
-    rules_report, dlist = global_rules(expl, holdout_fraction=args.holdout_fraction, seed=args.seed,
-                                       rule_precision=args.precision_target, min_support=args.min_support,
-                                       max_rules=args.max_rules, relevance=settings.relevance)
+    score = BucketedScorer(classifier, args.score_batch)
+    rules_report, dlist = global_rules(
+        expl, holdout_fraction=args.holdout_fraction, seed=args.seed,
+        rule_precision=tuple(args.rule_precision) if args.rule_precision else DEFAULT_RULE_PRECISIONS,
+        min_support=args.min_support, max_rules=args.max_rules or None, pair_words=args.pair_words,
+        queries=args.queries, validation_fraction=args.validation_fraction, score=score,
+        relevance=settings.relevance)
+    rules_seconds = time.perf_counter() - t0 - explain_seconds
     t1 = time.perf_counter()
-    faith = faithfulness(expl.words, expl.probability, expl.decisions, expl.relevance,
-                         BucketedScorer(classifier, args.score_batch))
+    faith = faithfulness(expl.words, expl.probability, expl.decisions, expl.relevance, score)
     faith_seconds = time.perf_counter() - t1
     latency = measure_latency(classifier, texts[:args.latency], settings, repeats=args.latency_repeats) \
         if args.latency else None
@@ -152,11 +177,15 @@ def main(argv: list[str] | None = None) -> int:
                    "explain_seconds": explain_seconds, "explain_examples_per_second": n / explain_seconds,
                    "breakdown_seconds": expl.seconds,
                    "attribution_examples_per_second": n / expl.seconds["attributions"],
-                   "faithfulness_seconds": faith_seconds, "latency_batch1": latency},
+                   "global_rules_seconds": rules_seconds, "faithfulness_seconds": faith_seconds,
+                   "latency_batch1": latency},
         "settings": {"rule_relevance": settings.relevance, "candidates": settings.candidates,
                      "max_rule_words": settings.max_words, "samples": settings.samples,
                      "precision_target": settings.precision_target, "holdout_fraction": args.holdout_fraction,
                      "ig_steps": args.ig_steps, "max_rules": args.max_rules, "min_support": args.min_support,
+                     "rule_precision": args.rule_precision or list(DEFAULT_RULE_PRECISIONS),
+                     "validation_fraction": args.validation_fraction, "queries": args.queries,
+                     "pair_words": args.pair_words,
                      "seed": args.seed},
     }
     if args.explanations_out:

@@ -53,8 +53,10 @@ def test_outputs_follow_the_contract(cli_run):
         assert all(len(v) == len(line["words"]) for v in line["relevance"].values())
         assert isinstance(line["rule"], str) and line["rule"].startswith("IF ")
     assert set(report["faithfulness"]["methods"]) == METHODS
-    for key in ("fidelity", "coverage", "simulatability", "rules"):
+    for key in ("fidelity", "coverage", "simulatability", "rules", "n_rules", "mining"):
         assert key in report["global_rules"]
+    assert report["global_rules"]["mining"]["n_queried"] > 0  # --queries 8 by default
+    assert report["settings"]["max_rules"] == 0 and report["settings"]["queries"] == 8
     assert report["timing"]["devices"] == 2 and report["timing"]["latency_batch1"]["local_rule_ms_median"] > 0
     assert Path(report["png"]).read_bytes()[:4] == b"\x89PNG"
     assert not list(out.glob("*.tmp"))
@@ -123,6 +125,12 @@ def test_bad_settings_are_one_sentence(keyword_run):  # noqa: F811
         main(["--checkpoint", str(workdir), "--data", str(data), "--rule-relevance", "random"])
     with pytest.raises(HoloError, match="precision target"):
         main(["--checkpoint", str(workdir), "--data", str(data), "--precision-target", "1.5"])
+    with pytest.raises(HoloError, match="--rule-precision must be in"):
+        main(["--checkpoint", str(workdir), "--data", str(data), "--rule-precision", "0.3"])
+    with pytest.raises(HoloError, match="--max-rules must be 0 or more"):
+        main(["--checkpoint", str(workdir), "--data", str(data), "--max-rules", "-1"])
+    with pytest.raises(HoloError, match="--validation-fraction must be in"):
+        main(["--checkpoint", str(workdir), "--data", str(data), "--validation-fraction", "1"])
     with pytest.raises(HoloError, match="directory does not exist"):
         main(["--checkpoint", str(workdir), "--data", str(data), "--html", "/nonexistent/dir/page.html"])
 

@@ -21,7 +21,11 @@ from holo_jax.explain.scoring import BucketedScorer
 from holo_jax.explain.rules import (
     DEFAULT_CANDIDATES, DEFAULT_MAX_WORDS, DEFAULT_PRECISION_TARGET, DEFAULT_SAMPLES, LocalRule, check_rules,
     construct_rules, decisions_of, evaluate_decision_list, mine_decision_list, normalised_words,
-    relevance_pool, symbolic_relevance,
+    query_texts, relevance_pool, symbolic_relevance,
+)
+from holo_jax.explain.rules import (
+    DEFAULT_MIN_SUPPORT, DEFAULT_PAIR_WORDS, DEFAULT_POOL, DEFAULT_QUERIES, DEFAULT_RULE_PRECISIONS,
+    DEFAULT_VALIDATION_FRACTION,
 )
 
 ALL_METHODS = METHODS + ("symbolic",)
@@ -117,22 +121,41 @@ def split_indices(n: int, holdout_fraction: float, seed: int) -> tuple[np.ndarra
 
 
 def global_rules(expl: Explanations, *, holdout_fraction: float = 0.5, seed: int = 0,
-                 rule_precision: float = DEFAULT_PRECISION_TARGET, min_support: int = 3,
-                 max_rules: int = 60, pool: int = 1000, relevance: str = RULE_RELEVANCE) -> tuple[dict, object]:
-    """The decision list mined on the mining part and its held-out evaluation."""
+                 rule_precision: float | Sequence[float] = DEFAULT_RULE_PRECISIONS,
+                 min_support: int = DEFAULT_MIN_SUPPORT,
+                 max_rules: int | None = None, pool: int = DEFAULT_POOL, pair_words: int = DEFAULT_PAIR_WORDS,
+                 queries: int = DEFAULT_QUERIES, validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+                 score=None, relevance: str = RULE_RELEVANCE) -> tuple[dict, object]:
+    """The decision list mined on the mining part (and, given `score`, the model's decisions on
+    `queries` variants of each mining text) and its evaluation on the held-out part."""
     mining, heldout = split_indices(len(expl.texts), holdout_fraction, seed)
     norm = [normalised_words(w) for w in expl.words]
-    extra = relevance_pool([expl.words[i] for i in mining], [expl.relevance[relevance][i] for i in mining], pool) \
-        if pool else []
+    mining_words = [expl.words[i] for i in mining]
+    mining_relevance = [expl.relevance[relevance][i] for i in mining]
+    extra = relevance_pool(mining_words, mining_relevance, pool) if pool else []
+    words = [p for (p,) in relevance_pool(mining_words, mining_relevance, 10 ** 9) if " " not in p][:pair_words]
+    queried = None
+    if queries and score is not None:
+        variants, source = query_texts(mining_words, queries, seed)
+        if variants:
+            queried = ([normalised_words(v) for v in variants], decisions_of(score([" ".join(v) for v in variants])),
+                       source)
+    info: dict = {}
     dlist = mine_decision_list([expl.rules[i] for i in mining], [norm[i] for i in mining], expl.decisions[mining],
                                rule_precision=rule_precision, min_support=min_support, max_rules=max_rules,
-                               extra=extra)
+                               extra=extra, pair_words=words, validation_fraction=validation_fraction, seed=seed,
+                               info=info, queried=queried)
     report = evaluate_decision_list(dlist, [norm[i] for i in heldout], expl.decisions[heldout],
                                     expl.decisions[mining])
     mining_eval = evaluate_decision_list(dlist, [norm[i] for i in mining], expl.decisions[mining],
                                          expl.decisions[mining])
-    report = {"n_mining": int(len(mining)), **report, "mining_fidelity": mining_eval["fidelity"],
-              "mining_coverage": mining_eval["coverage"]}
+    report = {"n_mining": int(len(mining)), **report, "n_rules": len(dlist.rules),
+              "mining_fidelity": mining_eval["fidelity"], "mining_coverage": mining_eval["coverage"],
+              "mining": {"n_queried": int(len(queried[0])) if queried else 0, "queries_per_text": queries,
+                         "n_candidates": info.get("n_candidates"), "n_validation": info.get("n_validation"),
+                         "validation_fidelity": info.get("validation_fidelity"),
+                         "rule_precision": info.get("rule_precision"), "min_support": min_support,
+                         "max_rules": max_rules}}
     return report, dlist
 
 

@@ -17,14 +17,32 @@ the text's words whose presence alone keeps the model's decision, as
    word and checked again (one batched call per round for all examples), up to `max_words`; a
    rule that still misses the target says so (`meets_target: false`), it is never passed off.
 
-**Global rules**: a decision list mined from the local rules of the mining examples (each local
-rule's conjunction and each of its predicates are candidates, plus the words and word pairs with the
-most attention-derived relevance over the mining texts, `relevance_pool`). Greedy sequential covering (as
-CN2 / Anchors' submodular pick): take the candidate that correctly covers the most still-uncovered
-examples among those with precision >= `rule_precision` and support >= `min_support`, remove what
-it covers, repeat; the default class is the uncovered examples' majority decision. Matching uses
-normalised words (holo_jax.explain.words.normalise). Fidelity, coverage and each rule's precision
-are measured on held-out examples against the model's decisions, and simulatability as Hase &
+**Global rules**: a decision list (`IF contains(...) AND ... THEN class`, first match wins, then
+ELSE the default) learnt to reproduce the model's decisions on the mining examples.
+
+1. *Candidates*, all from the attention-derived relevance: each local rule's conjunction, each of
+   its predicates and each pair of them; the `relevance_pool` words and adjacent word pairs with the
+   most relevance summed over the mining texts; and the conjunction of every two of the
+   `pair_words` most relevant single words. No negations. Matching is vectorised (every n-gram of
+   every text looked up once; a candidate is the sorted list of texts it matches).
+2. *Queried data* (optional, as TREPAN queries its network, Craven & Shavlik 1996): `query_texts`
+   makes variants of each mining text by swapping one word for another word some mining text has
+   between the same two neighbours; the model decides them, and they join the mining data (never
+   the validation part below, nor the held-out evaluation).
+3. *Growth* (a greedy decision-list learner): each step appends the candidate, of either class (its
+   majority decision among the examples no earlier rule covers), with the largest gain
+   `correct - rule_precision x covered` among those examples, i.e. the most correctly decided
+   examples beyond the precision a rule must have; support >= `min_support`. It stops when no
+   candidate gains. The default after every prefix is the majority decision of what that prefix
+   leaves uncovered (the best default for fidelity).
+4. *Length* (no cap by default): the list is grown on (1 - `validation_fraction`) of the mining
+   examples, for each `rule_precision` of a small grid; the (precision, prefix) with the best
+   fidelity on the validation part (shortest on ties) is kept; the list is then re-grown on all
+   mining examples with that precision, up to that length.
+
+Matching uses normalised words (holo_jax.explain.words.normalise). A rule's `mining_precision`
+and `mining_coverage` are over the mining examples and their queried variants. Fidelity, coverage
+and each rule's precision are measured on held-out examples against the model's decisions, and simulatability as Hase &
 Bansal 2020's forward simulation: how well a reader who knows only the rules predicts the model's
 decisions on new inputs, against a reader who knows only its most common decision.
 """
@@ -290,47 +308,215 @@ def relevance_pool(words: Sequence[Sequence[str]], relevance: Sequence[np.ndarra
     return [(phrase,) for phrase, _ in ranked]
 
 
-def mine_decision_list(local: Sequence[LocalRule], norm_texts: Sequence[tuple[str, ...]], decisions: np.ndarray, *,
-                       rule_precision: float = DEFAULT_PRECISION_TARGET, min_support: int = 3,
-                       max_rules: int = 60, extra: Sequence[tuple[str, ...]] = ()) -> DecisionList:
-    """Sequential covering over the candidates the local rules give, plus `extra` ones (module doc)."""
-    decisions = np.asarray(decisions, np.int8)
-    n = len(norm_texts)
-    candidates: dict[tuple[str, ...], None] = dict.fromkeys(tuple(sorted(c)) for c in extra)
+DEFAULT_RULE_PRECISIONS = (0.7, 0.75, 0.8, 0.85, 0.9)  # a global rule's least precision, chosen by validation
+DEFAULT_QUERIES = 8  # queried variants per mining text
+DEFAULT_MIN_SUPPORT = 3
+DEFAULT_VALIDATION_FRACTION = 0.25
+DEFAULT_PAIR_WORDS = 40
+DEFAULT_POOL = 1000
+
+
+def phrase_index(norm_texts: Sequence[tuple[str, ...]], phrases: Sequence[str]) -> list[np.ndarray]:
+    """For each phrase, the sorted indices of the texts that contain it (`contains`, vectorised by
+    looking every n-gram of every text up once)."""
+    where = {p: k for k, p in enumerate(phrases)}
+    longest = max((len(p.split(" ")) for p in phrases), default=0)
+    hits: list[list[int]] = [[] for _ in phrases]
+    for i, t in enumerate(norm_texts):
+        seen: set[int] = set()
+        for j in range(len(t)):
+            for k in range(1, min(longest, len(t) - j) + 1):
+                q = where.get(" ".join(t[j:j + k]))
+                if q is not None and q not in seen:
+                    seen.add(q)
+                    hits[q].append(i)
+    return [np.asarray(h, np.int64) for h in hits]
+
+
+def candidate_rules(local: Sequence[LocalRule], extra: Sequence[tuple[str, ...]] = (),
+                    pair_words: Sequence[str] = ()) -> list[tuple[str, ...]]:
+    """The conditions a global rule may have, all drawn from the attention-derived relevance: each
+    local rule's conjunction, each of its predicates and each pair of them; the `extra` ones (the
+    relevance pool); and the conjunction of every two of the `pair_words` (the most relevant words)."""
+    out: dict[tuple[str, ...], None] = dict.fromkeys(tuple(sorted(set(c))) for c in extra)
     for rule in local:
-        if rule.phrases:
-            candidates[tuple(sorted(rule.phrases))] = None
-            for p in rule.phrases:
-                candidates[(p,)] = None
-    phrase_mask: dict[str, np.ndarray] = {}
-    for cand in candidates:
-        for p in cand:
-            if p not in phrase_mask:
-                phrase_mask[p] = np.asarray([contains(t, p) for t in norm_texts], bool)
-    names = list(candidates)
-    masks = np.stack([np.logical_and.reduce([phrase_mask[p] for p in c]) for c in names]) if names else \
-        np.zeros((0, n), bool)
-    remaining = np.ones(n, bool)
-    chosen: list[GlobalRule] = []
-    while len(chosen) < max_rules and remaining.any() and len(names):
-        cov = masks & remaining
-        n_cov = cov.sum(1)
-        pos = (cov & (decisions == 1)).sum(1)
-        cls = (pos * 2 >= n_cov).astype(np.int8)  # majority decision (ties: toxic)
-        correct = np.where(cls == 1, pos, n_cov - pos)
-        prec = np.where(n_cov > 0, correct / np.maximum(n_cov, 1), 0.0)
-        ok = (n_cov >= min_support) & (prec >= rule_precision)
+        ps = sorted(set(rule.phrases))
+        if not ps:
+            continue
+        out[tuple(ps)] = None
+        for a, p in enumerate(ps):
+            out[(p,)] = None
+            for q in ps[a + 1:]:
+                out[(p, q)] = None
+    words = sorted(set(pair_words))
+    for a, p in enumerate(words):
+        for q in words[a + 1:]:
+            out[(p, q)] = None
+    return [c for c in out if c]
+
+
+class _Cover:
+    """Candidates x texts as a CSR-like incidence (numpy only): counts of any weight vector over each
+    candidate's texts in one call."""
+
+    def __init__(self, names: list[tuple[str, ...]], rows: list[np.ndarray], n: int):
+        keep = [k for k, r in enumerate(rows) if len(r)]
+        self.names = [names[k] for k in keep]
+        self.rows = [rows[k] for k in keep]
+        self.size = np.asarray([len(c) for c in self.names])
+        self.indptr = np.concatenate([[0], np.cumsum([len(r) for r in self.rows])]).astype(np.int64)
+        self.indices = np.concatenate(self.rows) if self.rows else np.zeros(0, np.int64)
+        self.n = n
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def count(self, weight: np.ndarray) -> np.ndarray:
+        if not len(self.names):
+            return np.zeros(0)
+        return np.add.reduceat(weight[self.indices].astype(np.float64), self.indptr[:-1])
+
+
+def _grow(cover: _Cover, decisions: np.ndarray, active: np.ndarray, *, rule_precision: float, min_support: int,
+          max_rules: int | None) -> tuple[list[tuple[int, int, float, int]], list[int]]:
+    """Greedy decision-list growth on the `active` texts: each step appends the candidate (either
+    class) with the largest gain correct - wrong among the texts no earlier rule covers, of
+    precision >= rule_precision and support >= min_support. Returns the rules as (candidate, class,
+    precision, covered) and the default after each prefix (the majority of what it leaves uncovered)."""
+    remaining = active.copy()
+    pos_w, neg_w = remaining & (decisions == 1), remaining & (decisions == 0)
+    chosen: list[tuple[int, int, float, int]] = []
+    defaults = [int(pos_w.sum() > neg_w.sum())]
+    used = np.zeros(len(cover), bool)
+    while (max_rules is None or len(chosen) < max_rules) and remaining.any() and len(cover):
+        pos, neg = cover.count(pos_w), cover.count(neg_w)
+        n_cov = pos + neg
+        cls = (pos >= neg).astype(np.int8)
+        correct = np.maximum(pos, neg)
+        prec = correct / np.maximum(n_cov, 1)
+        gain = correct - rule_precision * n_cov  # correct beyond the precision a rule must have
+        ok = (n_cov >= min_support) & (prec >= rule_precision) & (gain > 0) & ~used
         if not ok.any():
             break
-        # Most examples covered correctly; then higher precision; then fewer conditions.
-        key = np.where(ok, correct * 1e6 + prec * 1e3 - np.asarray([len(c) for c in names]), -np.inf)
+        # Largest gain; then higher precision; then fewer conditions; then the earlier candidate.
+        key = np.where(ok, gain * 1e6 + prec * 1e3 - cover.size, -np.inf)
         best = int(np.argmax(key))
-        chosen.append(GlobalRule(phrases=names[best], decision=int(cls[best]), mining_precision=float(prec[best]),
-                                 mining_coverage=float(n_cov[best] / n)))
-        remaining &= ~masks[best]
+        used[best] = True
+        chosen.append((best, int(cls[best]), float(prec[best]), int(n_cov[best])))
+        remaining[cover.rows[best]] = False
+        pos_w, neg_w = remaining & (decisions == 1), remaining & (decisions == 0)
+        defaults.append(int(pos_w.sum() > neg_w.sum()) if remaining.any() else defaults[-1])
+    return chosen, defaults
+
+
+def _prefix_fidelity(cover: _Cover, chosen, defaults, decisions: np.ndarray, on: np.ndarray) -> np.ndarray:
+    """Fidelity on the `on` texts of every prefix of the grown list (k = 0 .. len(chosen) rules)."""
+    idx = np.flatnonzero(on)
+    first = np.full(cover.n, len(chosen))
+    for r in range(len(chosen) - 1, -1, -1):
+        first[cover.rows[chosen[r][0]]] = r
+    first, y = first[idx], decisions[idx]
+    k = len(chosen)
+    cls = np.asarray([c for _, c, _, _ in chosen] + [0], np.int8)
+    right = np.zeros(k + 1)
+    hit = first < k
+    np.add.at(right, first[hit] + 1, (cls[first[hit]] == y[hit]).astype(np.float64))
+    right = np.cumsum(right)  # correct among texts a rule of the prefix covers
+    # uncovered by prefix k: first >= k
+    ones = np.bincount(first, weights=(y == 1).astype(np.float64), minlength=k + 1)
+    zeros = np.bincount(first, weights=(y == 0).astype(np.float64), minlength=k + 1)
+    ones_left, zeros_left = np.cumsum(ones[::-1])[::-1], np.cumsum(zeros[::-1])[::-1]
+    d = np.asarray(defaults[:k + 1])
+    return (right + np.where(d == 1, ones_left, zeros_left)) / max(len(idx), 1)
+
+
+def query_texts(words: Sequence[Sequence[str]], per_text: int, seed: int = 0) -> tuple[list[list[str]], np.ndarray]:
+    """Texts to ask the model about (as TREPAN queries its network, Craven & Shavlik 1996): for each
+    given text, `per_text` variants with one word replaced by another word that some given text has
+    between the same two (normalised) neighbours, so the variants stay close to the data's own
+    phrasing. Returns the variants (words) and the index of the text each was made from."""
+    rng = np.random.default_rng(seed)
+    norm = [[normalise(w) for w in ws] for ws in words]
+    keys = [[(n[j - 1] if j else "<s>", n[j + 1] if j + 1 < len(n) else "</s>") for j in range(len(n))] for n in norm]
+    fillers: dict[tuple[str, str], dict[str, str]] = {}
+    for ws, ns, ks in zip(words, norm, keys):
+        for w, x, k in zip(ws, ns, ks):
+            fillers.setdefault(k, {}).setdefault(x, w)
+    options = {k: list(v.items()) for k, v in fillers.items() if len(v) > 1}
+    out, source = [], []
+    for t, (ws, ns, ks) in enumerate(zip(words, norm, keys)):
+        slots = [j for j, k in enumerate(ks) if k in options]
+        if not slots:
+            continue
+        for _ in range(per_text):
+            j = slots[int(rng.integers(len(slots)))]
+            alternatives = [w for x, w in options[ks[j]] if x != ns[j]]
+            new = list(ws)
+            new[j] = alternatives[int(rng.integers(len(alternatives)))]
+            out.append(new)
+            source.append(t)
+    return out, np.asarray(source, np.int64)
+
+
+def mine_decision_list(local: Sequence[LocalRule], norm_texts: Sequence[tuple[str, ...]], decisions: np.ndarray, *,
+                       rule_precision: float | Sequence[float] = DEFAULT_RULE_PRECISIONS,
+                       min_support: int = DEFAULT_MIN_SUPPORT,
+                       max_rules: int | None = None, extra: Sequence[tuple[str, ...]] = (),
+                       pair_words: Sequence[str] = (), validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+                       seed: int = 0, info: dict | None = None,
+                       queried: tuple[Sequence[tuple[str, ...]], np.ndarray, np.ndarray] | None = None) -> DecisionList:
+    """The decision list of the candidates (`candidate_rules`) that best reproduces `decisions`
+    (module doc): grown greedily by fidelity gain on a (1 - validation_fraction) part of the texts,
+    its length the prefix with the best fidelity on the validation part, then re-grown on all texts
+    to that length (`max_rules`, if given, caps it). `info`, if a dict, receives the validation curve."""
+    decisions = np.asarray(decisions, np.int8)
+    n_given = len(norm_texts)
+    if queried is not None and len(queried[0]):
+        norm_texts = list(norm_texts) + list(queried[0])
+        decisions = np.concatenate([decisions, np.asarray(queried[1], np.int8)])
+    n = len(norm_texts)
+    names = candidate_rules(local, extra, pair_words)
+    phrases = sorted({p for c in names for p in c})
+    rows_of = dict(zip(phrases, phrase_index(norm_texts, phrases)))
+    rows = []
+    for c in names:
+        r = rows_of[c[0]]
+        for p in c[1:]:
+            r = np.intersect1d(r, rows_of[p], assume_unique=True)
+        rows.append(r if len(r) >= min_support else r[:0])
+    cover = _Cover(names, rows, n)
+    everyone = np.ones(n, bool)
+    grid = [float(rule_precision)] if np.isscalar(rule_precision) else [float(x) for x in rule_precision]
+    length, alpha = max_rules, grid[0]
+    if validation_fraction and n_given >= 10:
+        order = np.random.default_rng(seed).permutation(n_given)  # validation: given texts only
+        held = np.zeros(n, bool)
+        held[order[:max(1, int(round(n_given * validation_fraction)))]] = True
+        fit = ~held
+        if n > n_given:  # a queried text made from a validation text is left out of the growth too
+            fit[n_given:] = ~held[np.asarray(queried[2], np.int64)]
+        best = (-1.0, 0, grid[0], [])
+        for a in grid:
+            grown, defaults = _grow(cover, decisions, fit, rule_precision=a, min_support=min_support,
+                                    max_rules=max_rules)
+            curve = _prefix_fidelity(cover, grown, defaults, decisions, held)
+            k = int(np.argmax(curve))  # the shortest prefix with the best validation fidelity
+            if curve[k] > best[0]:
+                best = (float(curve[k]), k, a, curve)
+        _, length, alpha, curve = best
+        if info is not None:
+            info.update(validation_curve=[float(x) for x in curve], validation_fidelity=float(curve[length]),
+                        chosen_length=length, rule_precision=alpha, n_validation=int(held.sum()),
+                        n_candidates=len(cover), n_queried=n - n_given)
+    chosen, _ = _grow(cover, decisions, everyone, rule_precision=alpha, min_support=min_support, max_rules=length)
+    remaining = everyone.copy()
+    for best, _, _, _ in chosen:
+        remaining[cover.rows[best]] = False
     rest = decisions[remaining] if remaining.any() else decisions
-    default = int(rest.mean() >= 0.5) if len(rest) else 0
-    return DecisionList(chosen, default)
+    default = int(rest.mean() > 0.5) if len(rest) else 0
+    rules = [GlobalRule(phrases=cover.names[b], decision=c, mining_precision=p, mining_coverage=k / n)
+             for b, c, p, k in chosen]
+    return DecisionList(rules, default)
 
 
 def evaluate_decision_list(dlist: DecisionList, norm_texts: Sequence[tuple[str, ...]], decisions: np.ndarray,

@@ -67,3 +67,14 @@ def test_comprehensiveness_separates_faithful_methods_from_random(explained, key
         assert m[method]["comprehensiveness_aopc"] > m["random"]["comprehensiveness_aopc"] + 0.1, method
         assert m[method]["sufficiency_aopc"] < m["random"]["sufficiency_aopc"], method
 
+
+
+def test_global_rules_with_queried_variants_keep_the_keyword_rule(explained, keyword_classifier):
+    _, expl = explained
+    report, dlist = global_rules(expl, holdout_fraction=0.5, seed=0, score=keyword_classifier.score)
+    mining = report["mining"]
+    assert mining["n_queried"] > 0 and mining["queries_per_text"] == 8
+    assert mining["rule_precision"] in (0.7, 0.75, 0.8, 0.85, 0.9) and report["n_rules"] == len(dlist.rules)
+    toxic = [r for r in dlist.rules if r.decision == 1]
+    assert toxic and toxic[0].phrases == (KEYWORD,)
+    assert report["fidelity"] >= 0.95

@@ -7,7 +7,7 @@ from holo_jax.explain import (
     check_rules, construct_rules, contains, delete_words, evaluate_decision_list, keep_words, mine_decision_list,
     normalise, normalised_words, symbolic_relevance,
 )
-from holo_jax.explain.rules import perturbations
+from holo_jax.explain.rules import perturbations, query_texts
 
 
 def toy_scorer(rule):
@@ -127,3 +127,91 @@ def test_contains_matches_normalised_contiguous_phrases():
     norm = normalised_words("You are a VERY, bad - person".split())
     assert norm == ("you", "are", "a", "very", "bad", "person")
     assert contains(norm, "very bad") and contains(norm, "bad person") and not contains(norm, "a bad")
+
+
+FILLER = ["the", "a", "cat", "dog", "sat", "ran", "big", "red", "on", "mat", "old", "new"]
+
+
+def _three_rule_data(n, seed):
+    """Texts of filler words, each of "kind", "bad", "awful", "you" present independently; the model
+    is the decision list 1. IF kind THEN not_toxic 2. IF bad THEN toxic 3. IF awful AND you THEN toxic
+    4. ELSE not_toxic."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for _ in range(n):
+        words = [FILLER[i] for i in rng.integers(len(FILLER), size=int(rng.integers(3, 7)))]
+        for w, p in (("kind", 0.25), ("bad", 0.35), ("awful", 0.4), ("you", 0.5)):
+            if rng.random() < p:
+                words.insert(int(rng.integers(len(words) + 1)), w)
+        texts.append(words)
+    return texts
+
+
+def _three_rule_model(words):
+    w = set(words)
+    return "kind" not in w and ("bad" in w or {"awful", "you"} <= w)
+
+
+def test_decision_list_learner_recovers_a_three_rule_list_of_both_classes():
+    score = toy_scorer(_three_rule_model)
+    mining, heldout = _three_rule_data(400, seed=1), _three_rule_data(400, seed=2)
+    decisions = np.asarray(score([" ".join(w) for w in mining]) >= 0.5, np.int8)
+    relevance = [np.asarray([1.0 if w in ("kind", "bad", "awful", "you") else 0.0 for w in ws]) for ws in mining]
+    local, _ = construct_rules(mining, relevance, decisions, score)
+    info = {}
+    dlist = mine_decision_list(local, [normalised_words(w) for w in mining], decisions, info=info)
+    assert [r.text() for r in dlist.rules] == ['IF contains("kind") THEN not_toxic', 'IF contains("bad") THEN toxic',
+                                               'IF contains("awful") AND contains("you") THEN toxic']
+    assert dlist.default == 0 and info["chosen_length"] == 3 and info["validation_fidelity"] == 1.0
+    held_decisions = np.asarray(score([" ".join(w) for w in heldout]) >= 0.5, np.int8)
+    report = evaluate_decision_list(dlist, [normalised_words(w) for w in heldout], held_decisions, decisions)
+    assert report["fidelity"] == 1.0 and report["coverage"] < 1.0
+    # The old fixed-precision covering with a 0.9 floor could not take "bad" (precision 0.75 before
+    # "kind" is out of the way) first; the learner takes "kind" first because it gains more.
+    assert dlist.rules[0].mining_precision == 1.0
+
+
+def test_validation_stopping_keeps_a_noisy_list_short():
+    # One real rule ("bad" -> toxic) and otherwise random decisions (30% toxic): every further rule
+    # fits noise. Grown without validation the list is long; with it, it stops near the real rule.
+    rng = np.random.default_rng(3)
+    vocab = [f"w{k}" for k in range(40)]
+    texts = [[vocab[i] for i in rng.integers(len(vocab), size=5)] + (["bad"] if rng.random() < 0.3 else [])
+             for _ in range(1200)]
+    decisions = np.asarray([1 if "bad" in w else int(rng.random() < 0.3) for w in texts], np.int8)
+    norm = [normalised_words(w) for w in texts]
+    mining, heldout = slice(0, 600), slice(600, None)
+    kw = dict(extra=[(w,) for w in vocab + ["bad"]], pair_words=vocab, min_support=3, rule_precision=0.7)
+    long = mine_decision_list([], norm[mining], decisions[mining], validation_fraction=0.0, **kw)
+    short = mine_decision_list([], norm[mining], decisions[mining], **kw)
+    assert len(long.rules) >= 20
+    assert 1 <= len(short.rules) <= 5 and short.rules[0].text() == 'IF contains("bad") THEN toxic'
+    def fid(dlist):
+        return evaluate_decision_list(dlist, norm[heldout], decisions[heldout], decisions[mining])["fidelity"]
+
+    assert fid(short) > fid(long)
+
+
+def test_queried_variants_swap_one_word_for_one_seen_in_the_same_context():
+    words = [["you", "are", "kind"], ["you", "are", "rude"], ["we", "are", "kind"], ["solo"]]
+    variants, source = query_texts(words, 5, seed=0)
+    assert len(variants) == 15 and list(source) == [0] * 5 + [1] * 5 + [2] * 5  # "solo" has no slot
+    for v, s in zip(variants, source):
+        diff = [j for j, (a, b) in enumerate(zip(v, words[s])) if a != b]
+        assert len(v) == len(words[s]) and len(diff) == 1
+        assert (diff[0], v[diff[0]]) in {(2, "rude"), (2, "kind"), (0, "we"), (0, "you")}
+    assert variants == query_texts(words, 5, seed=0)[0]
+
+
+def test_queried_decisions_extend_the_mining_data():
+    # "awful" is in only 2 of the given texts (below min_support 3); 4 queried variants, decided by
+    # the model, give the rule the support it needs.
+    given = [["the", "cat", "sat"], ["a", "dog", "ran"]] * 10 + [["the", "awful", "sat"], ["a", "awful", "ran"]]
+    decisions = np.asarray([0] * 20 + [1, 1], np.int8)
+    kw = dict(extra=[("awful",), ("cat",), ("dog",)], min_support=3, validation_fraction=0.0)
+    without = mine_decision_list([], [normalised_words(w) for w in given], decisions, **kw)
+    queried = [("the", "awful", "ran"), ("a", "awful", "sat"), ("awful", "cat"), ("awful",)]
+    with_q = mine_decision_list([], [normalised_words(w) for w in given], decisions,
+                                queried=(queried, np.ones(4, np.int8), np.asarray([20, 21, 20, 21])), **kw)
+    awful = 'IF contains("awful") THEN toxic'
+    assert awful not in [r.text() for r in without.rules] and awful in [r.text() for r in with_q.rules]
