@@ -27,7 +27,8 @@ usual hash hold-out of that file) and the report scores every line of --eval.
 
 --set applies to every method, except `stages.adversarial_debias.*` (the adversarial method only)
 and `stages.mindiff.*` (the mindiff method only). Seeds k = 0..N-1 set the run's `seed` (parameter
-init, dropout and shuffling draws) to k.
+init, dropout and shuffling draws) to K + k, where K is --first-seed (default 0: tune on seeds that are
+not the measured ones with, say, --first-seed 100; the runs stay under seed<k>/).
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = Parser(prog="python -m experiments.debias", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True, metavar="DIR", help="where the runs and the report go")
     p.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0..N-1 (default 1)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds K..K+N-1 instead of 0..N-1 (tune on seeds that are not the measured ones)")
     p.add_argument("--config", default="toxicity", help="named config from experiments/configs/debias.py")
     p.add_argument("--train", metavar="FILE.jsonl", help="train on this file instead of the embedded set")
     p.add_argument("--eval", metavar="FILE.jsonl", help="score this file for the report (with --train)")
@@ -339,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.seeds < 1:
         raise HoloError(f"--seeds must be at least 1, got {args.seeds}.")
+    if args.first_seed < 0:
+        raise HoloError(f"--first-seed must be 0 or more, got {args.first_seed}.")
     if args.explain_examples < 0:
         raise HoloError(f"--explain-examples must be 0 (skip) or more, got {args.explain_examples}.")
     if args.timing_steps < 0:
@@ -359,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.train:
         base = dataclasses.replace(base, data=DataConfig(source="files", paths=(args.train,)))
     # The data and every setting are checked, and the evaluation sets read, before any training.
-    first = method_configs(base, args.set, methods, seed=0)
+    first = method_configs(base, args.set, methods, seed=args.first_seed)
     tracked = first["baseline"].task.identities
     if args.train:
         sets = [file_eval_set("eval", args.eval, tracked)]
@@ -379,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     seed0 = {}
     for k in range(args.seeds):
-        cfgs = first if k == 0 else method_configs(base, args.set, methods, seed=k)
+        cfgs = first if k == 0 else method_configs(base, args.set, methods, seed=args.first_seed + k)
         for method, cfg in cfgs.items():
             directory = run_dir(workdir, k, method)
             started = time.perf_counter()
@@ -396,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in sets:
                 scores = classifier.score(s.texts)
                 reports[s.name][method].append(bias_report(s.labels, scores, s.membership, s.identities,
-                                                           bootstrap=BOOTSTRAP, seed=k).to_dict())
+                                                           bootstrap=BOOTSTRAP, seed=args.first_seed + k).to_dict())
             # The run's own bias report on the first set, in its workdir and logged there by digest:
             # what `python -m holo_jax.governance release` reads as `reports.fairness`.
             own = directory / f"fairness_{sets[0].name}.json"
@@ -404,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_audit:
                 log_report(directory, "fairness", own, signing_key=args.signing_key, set=sets[0].name,
                            source=sets[0].source)
-            runs.append({"seed": k, "method": method, "workdir": str(directory), "steps": result.final_step,
+            runs.append({"seed": args.first_seed + k, "method": method, "workdir": str(directory), "steps": result.final_step,
                          "seconds": time.perf_counter() - started})
             print(f"seed {k} {method}: done ({directory})", file=sys.stderr, flush=True)
 
@@ -421,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in timing.values():
         t["ratio_to_baseline"] = t["median_s"] / timing["baseline"]["median_s"]
     report = {"config_name": args.config, "config": first["baseline"].to_dict(), "seeds": args.seeds,
+              "first_seed": args.first_seed,
               "methods": list(methods), "axes": list(axes), "sets": {s.name: s.source for s in sets},
               "target": target.to_dict(), "summary": summary, "explanations": explanations, "step_time": timing,
               "runs": runs,

@@ -122,6 +122,7 @@ def test_a_rerun_resumes_instead_of_retraining(debiased):
     (["--methods", "adversarial"], r"--methods adversarial must list baseline"),
     (["--set", "stages=mindiff"], r"experiments\.debias chooses each method's stages itself"),
     (["--seeds", "0"], r"--seeds must be at least 1, got 0\."),
+    (["--first-seed", "-1"], r"--first-seed must be 0 or more, got -1\."),
     (["--train", "{train}", "--eval", "{eval}", "--axes", "gender,disability"],
      r"the disability axis has no members in the eval set"),
 ])
