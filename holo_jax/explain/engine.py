@@ -22,8 +22,6 @@ from holo_jax.explain.rules import (
     DEFAULT_CANDIDATES, DEFAULT_MAX_WORDS, DEFAULT_PRECISION_TARGET, DEFAULT_SAMPLES, LocalRule, check_rules,
     construct_rules, decisions_of, evaluate_decision_list, mine_decision_list, normalised_words,
     query_texts, relevance_pool, symbolic_relevance,
-)
-from holo_jax.explain.rules import (
     DEFAULT_MIN_SUPPORT, DEFAULT_PAIR_WORDS, DEFAULT_POOL, DEFAULT_QUERIES, DEFAULT_RULE_PRECISIONS,
     DEFAULT_VALIDATION_FRACTION,
 )
@@ -132,8 +130,11 @@ def global_rules(expl: Explanations, *, holdout_fraction: float = 0.5, seed: int
     norm = [normalised_words(w) for w in expl.words]
     mining_words = [expl.words[i] for i in mining]
     mining_relevance = [expl.relevance[relevance][i] for i in mining]
-    extra = relevance_pool(mining_words, mining_relevance, pool) if pool else []
-    words = [p for (p,) in relevance_pool(mining_words, mining_relevance, 10 ** 9) if " " not in p][:pair_words]
+    # One ranking of every word and adjacent pair serves both: the pool is its head, the pair words
+    # its most relevant single words.
+    ranked = relevance_pool(mining_words, mining_relevance, 10 ** 9)
+    extra = ranked[:pool]
+    words = [p for (p,) in ranked if " " not in p][:pair_words]
     queried = None
     if queries and score is not None:
         variants, source = query_texts(mining_words, queries, seed)

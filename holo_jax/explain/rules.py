@@ -380,7 +380,7 @@ class _Cover:
 def _grow(cover: _Cover, decisions: np.ndarray, active: np.ndarray, *, rule_precision: float, min_support: int,
           max_rules: int | None) -> tuple[list[tuple[int, int, float, int]], list[int]]:
     """Greedy decision-list growth on the `active` texts: each step appends the candidate (either
-    class) with the largest gain correct - wrong among the texts no earlier rule covers, of
+    class) with the largest gain correct - rule_precision x covered among the texts no earlier rule covers, of
     precision >= rule_precision and support >= min_support. Returns the rules as (candidate, class,
     precision, covered) and the default after each prefix (the majority of what it leaves uncovered)."""
     remaining = active.copy()
