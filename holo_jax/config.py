@@ -286,7 +286,8 @@ class DataConfig(Section):
     paths: tuple[str, ...] = ()  # for source=files: .txt / .jsonl files or globs
     text_key: Annotated[str, NON_EMPTY] = "text"  # field of .jsonl records holding the text
     tfds_data_dir: str = ""  # "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
-    tokenizer: Annotated[str, NON_EMPTY] = "byte"  # "byte" or a path to a SentencePiece .model file
+    # "byte", a shipped SentencePiece model by name (embedded_toxicity_bpe), or a path to a .model file
+    tokenizer: Annotated[str, NON_EMPTY] = "byte"
     seed: Annotated[int, AtLeast(0)] = 0  # numpy's generators take no negative seed
     # source=embedded with task.kind=sequence_classification: the strength of the identity/toxicity
     # correlation planted in the train split (holo_jax/data/embedded_toxicity.py): 0 none, 1 the
@@ -326,7 +327,7 @@ class DataConfig(Section):
             # Otherwise a forgotten `source=files` trains on the default corpus and looks fine.
             raise HoloError(f"{at}.paths is set but {at}.source is `{self.source}`, which does not read it; "
                             f"set {at}.source=files or leave {at}.paths empty.")
-        make_tokenizer(self.tokenizer)  # "byte", or a SentencePiece model that exists and loads
+        make_tokenizer(self.tokenizer)  # a built-in name, or a SentencePiece model that exists and loads
 
 
 def _check_text_file(path: str) -> None:

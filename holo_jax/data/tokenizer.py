@@ -2,12 +2,14 @@
 
 Two implementations share one small interface (`Tokenizer`): a byte-level tokenizer that
 needs no files (the default, matching `ModelConfig.vocab_size = 258`) and a SentencePiece
-model loaded from a `.model` file. The packing pipeline only needs `encode` and `eos_id`.
+model loaded from a `.model` file, either a user's or one shipped with the package and named
+(`embedded_toxicity_bpe`, the toxicity classifier's: holo_jax/data/toxicity_tokenizer.py). The packing pipeline only needs `encode` and `eos_id`.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -94,13 +96,25 @@ class SentencePieceTokenizer:
         return f"SentencePieceTokenizer({self.model_path!r})"
 
 
+# SentencePiece models shipped in the package, by the name `data.tokenizer` gives them; a name
+# rather than a path keeps config.json valid wherever the checkout lives.
+SHIPPED_SENTENCEPIECE: dict[str, Path] = {
+    # Fit by holo_jax/data/toxicity_tokenizer.py.
+    "embedded_toxicity_bpe": Path(__file__).parent / "assets" / "embedded_toxicity_bpe.model",
+}
+BUILTIN_TOKENIZERS: tuple[str, ...] = ("byte", *SHIPPED_SENTENCEPIECE)
+
+
 def make_tokenizer(spec: str) -> ByteTokenizer | SentencePieceTokenizer:
-    """`"byte"` for the byte tokenizer, otherwise the path of a SentencePiece `.model` file."""
+    """`"byte"` for the byte tokenizer, the name of a shipped SentencePiece model
+    (`SHIPPED_SENTENCEPIECE`), otherwise the path of a SentencePiece `.model` file."""
     if spec == "byte":
         return ByteTokenizer()
+    if spec in SHIPPED_SENTENCEPIECE:
+        return SentencePieceTokenizer(SHIPPED_SENTENCEPIECE[spec])
     if not os.path.isfile(spec):
         raise HoloError(
-            f"tokenizer `{spec}` is neither `byte` nor an existing file; set data.tokenizer to byte "
-            "or to the path of a SentencePiece .model file."
+            f"tokenizer `{spec}` is neither {' nor '.join(f'`{n}`' for n in BUILTIN_TOKENIZERS)} nor an existing "
+            "file; set data.tokenizer to one of those names or to the path of a SentencePiece .model file."
         )
     return SentencePieceTokenizer(spec)

@@ -33,6 +33,7 @@ import jax
 import optax
 
 from holo_jax.config import ModelConfig, TrainConfig
+from holo_jax.data.tokenizer import BUILTIN_TOKENIZERS
 from holo_jax.errors import HoloError
 from holo_jax.train.checkpoint import finished_steps, restore_params
 from holo_jax.train.run_config import CONFIG_FILE, effective_config
@@ -132,7 +133,7 @@ def _check_tokenizer(config: dict, mine: str, given: str) -> None:
     """Token ids must mean the same text to the pretrained embeddings as to this run's data."""
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     theirs = str(data.get("tokenizer", "byte"))
-    if "byte" in (theirs, mine):
+    if theirs in BUILTIN_TOKENIZERS or mine in BUILTIN_TOKENIZERS:
         if theirs != mine:
             raise HoloError(f"{KEY}={given} was trained with data.tokenizer={theirs} but this run has data.tokenizer="
                             f"{mine}, so its embeddings would read other tokens; set data.tokenizer={theirs}.")

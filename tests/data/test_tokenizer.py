@@ -78,7 +78,7 @@ def test_sentencepiece_without_eos_is_rejected(tmp_path):
 def test_make_tokenizer_byte_and_bad_paths(tmp_path):
     assert isinstance(make_tokenizer("byte"), ByteTokenizer)
     missing = tmp_path / "nope.model"
-    with pytest.raises(HoloError, match=f"`{missing}` is neither `byte` nor an existing file"):
+    with pytest.raises(HoloError, match=f"`{missing}` is neither `byte` nor `embedded_toxicity_bpe` nor an existing file"):
         make_tokenizer(str(missing))
     garbage = tmp_path / "garbage.model"
     garbage.write_bytes(b"not a protobuf")
