@@ -3,7 +3,8 @@
 Two implementations share one small interface (`Tokenizer`): a byte-level tokenizer that
 needs no files (the default, matching `ModelConfig.vocab_size = 258`) and a SentencePiece
 model loaded from a `.model` file, either a user's or one shipped with the package and named
-(`embedded_toxicity_bpe`, the toxicity classifier's: holo_jax/data/toxicity_tokenizer.py). The packing pipeline only needs `encode` and `eos_id`.
+(`embedded_toxicity_bpe`, the toxicity classifier's: holo_jax/data/toxicity_tokenizer.py).
+The packing pipeline only needs `encode` and `eos_id`.
 """
 
 from __future__ import annotations
