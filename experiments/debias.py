@@ -280,6 +280,8 @@ def _pct(x) -> str:
 def markdown(report: dict) -> str:
     lines = ["# Debiasing report", "", f"Config: `{report['config_name']}`; seeds: {report['seeds']}; "
              f"methods: {', '.join(report['methods'])}.", ""]
+    first = report.get("first_seed", 0)
+    seeds = range(first, first + report["seeds"])
     for set_name, summary in report["summary"].items():
         lines += [f"## {set_name}: {report['sets'][set_name]}", ""]
         for method, s in summary.items():
@@ -288,19 +290,19 @@ def markdown(report: dict) -> str:
                       f"(each of {', '.join(target['axes'])} reduced by >= {target['min_reduction']:.0%}, "
                       f"overall AUC lower by <= {target['max_auc_drop']})", "",
                       "| seed | axis | baseline gap | gap | reduction |", "|---|---|---|---|---|"]
-            for seed, c in enumerate(s["per_seed"]):
+            for seed, c in zip(seeds, s["per_seed"]):
                 for axis, a in c["axes"].items():
                     lines.append(f"| {seed} | {axis} | {_fmt(a['baseline_gap'], 4)} | {_fmt(a['gap'], 4)} | "
                                  f"{_pct(a['reduction'])} |")
             lines += ["", "| seed | baseline AUC | AUC | drop |", "|---|---|---|---|"]
-            for seed, c in enumerate(s["per_seed"]):
+            for seed, c in zip(seeds, s["per_seed"]):
                 lines.append(f"| {seed} | {_fmt(c['baseline_auc'], 4)} | {_fmt(c['auc'], 4)} | {_fmt(c['auc_drop'], 4)} |")
             if s["verdict"]["failures"]:
                 lines += ["", "Failures: " + "; ".join(s["verdict"]["failures"]) + "."]
             lines.append("")
     if report.get("explanations"):
         e = report["explanations"]
-        lines += [f"## Explanations (seed 0, {e['set']}, {e['examples']} examples): the identity words the rules "
+        lines += [f"## Explanations (seed {first}, {e['set']}, {e['examples']} examples): the identity words the rules "
                   "lean on", "", "| model | toxic decisions naming an identity | their rules naming an identity "
                   "word | identity words in those rules | global rules naming one |", "|---|---|---|---|---|"]
         for method, m in e["models"].items():
@@ -384,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     seed0 = {}
     for k in range(args.seeds):
-        cfgs = first if k == 0 else method_configs(base, args.set, methods, seed=args.first_seed + k)
+        seed = args.first_seed + k  # the runs' `seed`; k only names their directory (run_dir)
+        cfgs = first if k == 0 else method_configs(base, args.set, methods, seed=seed)
         for method, cfg in cfgs.items():
             directory = run_dir(workdir, k, method)
             started = time.perf_counter()
@@ -393,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
                               audit=not args.no_audit)
             result = train(cfg, directory, sinks=sinks)
             if result.stopped_early:
-                raise HoloError(f"the {method} run of seed {k} stopped at step {result.final_step} ({result.reason}); "
+                raise HoloError(f"the {method} run of seed {seed} stopped at step {result.final_step} ({result.reason}); "
                                 "run the same command again to resume it.")
             classifier = load_classifier(directory, batch_size=64)
             if k == 0:
@@ -401,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in sets:
                 scores = classifier.score(s.texts)
                 reports[s.name][method].append(bias_report(s.labels, scores, s.membership, s.identities,
-                                                           bootstrap=BOOTSTRAP, seed=args.first_seed + k).to_dict())
+                                                           bootstrap=BOOTSTRAP, seed=seed).to_dict())
             # The run's own bias report on the first set, in its workdir and logged there by digest:
             # what `python -m holo_jax.governance release` reads as `reports.fairness`.
             own = directory / f"fairness_{sets[0].name}.json"
@@ -409,9 +412,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_audit:
                 log_report(directory, "fairness", own, signing_key=args.signing_key, set=sets[0].name,
                            source=sets[0].source)
-            runs.append({"seed": args.first_seed + k, "method": method, "workdir": str(directory), "steps": result.final_step,
+            runs.append({"seed": seed, "method": method, "workdir": str(directory), "steps": result.final_step,
                          "seconds": time.perf_counter() - started})
-            print(f"seed {k} {method}: done ({directory})", file=sys.stderr, flush=True)
+            print(f"seed {seed} {method}: done ({directory})", file=sys.stderr, flush=True)
 
     summary = {}
     for s in sets:
@@ -436,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in sets:
         first_seed = {m: reports[s.name][m][0] for m in methods}
         for axis in sorted({a["axis"] for r in first_seed.values() for a in r["axes"]}):
-            plot_axis(first_seed, axis, workdir / f"{s.name}_{axis}.png", title=f"{s.name}: {axis} (seed 0)")
+            plot_axis(first_seed, axis, workdir / f"{s.name}_{axis}.png", title=f"{s.name}: {axis} (seed {args.first_seed})")
     if args.json:
         out = {"workdir": str(workdir), "summary": summary, "step_time": timing}
         print(json.dumps(jsonable(out), allow_nan=False), flush=True)

@@ -15,6 +15,15 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~20 s; still run in CI")
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Files with a slow test run first. pytest-xdist (`-n 2 --dist loadfile`, pyproject.toml) hands
+    whole files to its workers in collection order; dealing the long ones out first and the many
+    short ones last keeps one worker from running a long file alone at the end (longest first).
+    The sort is stable, so each file's tests keep their order."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture
 def require_devices():
     """Skip a test cleanly when it needs more devices than this machine simulates."""

@@ -43,6 +43,7 @@ def debiased(files, tmp_path_factory):
     return workdir, argv
 
 
+@pytest.mark.slow
 def test_every_method_trained_on_the_same_data_and_seed(debiased):
     workdir, _ = debiased
     report = json.loads((workdir / "report.json").read_text())
@@ -109,6 +110,7 @@ def test_a_workdir_is_a_fairness_eval_checkpoint(debiased, files):
     assert json.loads(out.stdout)["step"] == 12
 
 
+@pytest.mark.slow
 def test_a_rerun_resumes_instead_of_retraining(debiased):
     workdir, argv = debiased
     before = {m: (workdir / m / "metrics.jsonl").read_text() for m in ("baseline", "adversarial")}

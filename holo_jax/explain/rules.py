@@ -508,12 +508,9 @@ def mine_decision_list(local: Sequence[LocalRule], norm_texts: Sequence[tuple[st
             info.update(validation_curve=[float(x) for x in curve], validation_fidelity=float(curve[length]),
                         chosen_length=length, rule_precision=alpha, n_validation=int(held.sum()),
                         n_candidates=len(cover), n_queried=n - n_given)
-    chosen, _ = _grow(cover, decisions, everyone, rule_precision=alpha, min_support=min_support, max_rules=length)
-    remaining = everyone.copy()
-    for best, _, _, _ in chosen:
-        remaining[cover.rows[best]] = False
-    rest = decisions[remaining] if remaining.any() else decisions
-    default = int(rest.mean() > 0.5) if len(rest) else 0
+    chosen, defaults = _grow(cover, decisions, everyone, rule_precision=alpha, min_support=min_support,
+                             max_rules=length)
+    default = defaults[-1]  # the majority of what the whole list leaves uncovered
     rules = [GlobalRule(phrases=cover.names[b], decision=c, mining_precision=p, mining_coverage=k / n)
              for b, c, p, k in chosen]
     return DecisionList(rules, default)

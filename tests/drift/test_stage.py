@@ -52,6 +52,7 @@ def require_devices_module():
         pytest.skip("needs 8 devices")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_the_stage_changes_no_loss_gradient_or_update_bit_for_bit(runs, layout):
     _, out = runs

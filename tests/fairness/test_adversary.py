@@ -170,6 +170,7 @@ def test_the_adversary_learns_identity_from_the_label_correlated_logit():
     assert hist[-1][0]["adversarial_debias/loss/female"] < hist[-1][0]["adversarial_debias/loss/muslim"]
 
 
+@pytest.mark.slow
 def test_the_reversal_reaches_the_model_and_sharded_microbatched_equals_one_device(plain, require_devices):
     require_devices(4)
     stage = lambda: _stage(alpha=0.5, projection=True, emit_every=1)  # noqa: E731

@@ -35,6 +35,7 @@ def assert_leaves_close(got, want, rtol: float, what: str) -> None:
         assert err <= rtol * scale + 1e-30, f"{what}{jax.tree_util.keystr(path)}: error {err:.3g} vs scale {scale:.3g}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_shape", MESHES)
 def test_sharded_step_matches_single_device(mesh_shape, reference, require_devices):
     require_devices(int(np.prod(mesh_shape)))

@@ -120,6 +120,7 @@ def _reference_term_gradients(params, batch):
     return task(params), push(params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_shape, microbatches", [((1, 1, 1), 1), ((2, 1, 2), 2)])
 def test_a_requested_term_gradient_is_exactly_the_gradient_of_that_term(mesh_shape, microbatches, require_devices):
     require_devices(int(np.prod(mesh_shape)))
@@ -148,6 +149,7 @@ def _flops(stages) -> float:
         return step.lower(state, BATCH).compile().cost_analysis()["flops"]
 
 
+@pytest.mark.slow
 def test_a_stage_that_asks_for_nothing_costs_nothing():
     base, idle = _flops(()), _flops((DoesNothing(),))
     assert idle == base

@@ -6,6 +6,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from experiments.configs.pretrain import tiny
 from holo_jax.config import CheckpointConfig, override
@@ -26,6 +27,7 @@ def test_stage_parameters_learn_with_their_own_optimizer_on_a_sharded_mesh(requi
     assert int(state.stage_states["probe"]["opt"][0].count) == 12  # its own Adam took every step
 
 
+@pytest.mark.slow
 def test_the_adversarial_term_pushes_the_model_against_the_probe():
     """With the adversarial term the model's hidden states become worse for the probe than without:
     the sign of the term is right (a wrong sign would help the probe)."""
@@ -46,6 +48,7 @@ def _cfg(steps: int):
                                                        tensorboard=False))
 
 
+@pytest.mark.slow
 def test_stage_state_is_checkpointed_resume_is_exact_and_windows_arrive_once(tmp_path):
     cfg = _cfg(8)
     train(cfg, tmp_path / "straight")

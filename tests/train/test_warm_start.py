@@ -99,6 +99,7 @@ def test_decoder_is_the_lms_and_the_head_a_fresh_one_on_another_mesh(pretrained,
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(warm.opt_state), jax.device_get(scratch.opt_state))
 
 
+@pytest.mark.slow
 def test_fine_tuning_learns_and_a_resume_never_reads_init_from_again(pretrained, toxicity_jsonl, tmp_path):
     train(classifier_config(pretrained, toxicity_jsonl), tmp_path / "straight")
     # The resumed run fine-tunes a copy, deleted once the first stretch has saved its checkpoint.
