@@ -24,8 +24,9 @@ def notebook_script(path: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path):
+def test_notebook_runs(path, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the notebook picks its own devices
+    env["TMPDIR"] = str(tmp_path)  # its tempfile workdirs land where pytest cleans up, not in /tmp
     proc = subprocess.run([sys.executable, "-c", notebook_script(path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
