@@ -280,7 +280,7 @@ def _pct(x) -> str:
 def markdown(report: dict) -> str:
     lines = ["# Debiasing report", "", f"Config: `{report['config_name']}`; seeds: {report['seeds']}; "
              f"methods: {', '.join(report['methods'])}.", ""]
-    first = report.get("first_seed", 0)
+    first = report["first_seed"]
     seeds = range(first, first + report["seeds"])
     for set_name, summary in report["summary"].items():
         lines += [f"## {set_name}: {report['sets'][set_name]}", ""]
@@ -435,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
               "runs": runs,
               "reports": reports}
     _write_atomic(workdir / "report.json", json.dumps(jsonable(report), allow_nan=False, indent=1) + "\n")
-    _write_atomic(workdir / "report.md", markdown(report))
+    report_md = markdown(report)
+    _write_atomic(workdir / "report.md", report_md)
     for s in sets:
         first_seed = {m: reports[s.name][m][0] for m in methods}
         for axis in sorted({a["axis"] for r in first_seed.values() for a in r["axes"]}):
@@ -444,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         out = {"workdir": str(workdir), "summary": summary, "step_time": timing}
         print(json.dumps(jsonable(out), allow_nan=False), flush=True)
     else:
-        print(markdown(report), flush=True)
+        print(report_md, flush=True)
     return 0
 
 
