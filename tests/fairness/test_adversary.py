@@ -166,6 +166,12 @@ def test_the_adversary_learns_identity_from_the_label_correlated_logit():
     assert accuracy[-4:].mean() > 0.9, accuracy  # the predictor learned the label ...
     assert loss[-4:].mean() < loss[:4].mean() - 0.3, loss  # ... and the adversary learned from it
     assert loss[-4:].mean() < chance[-4:].mean() - 0.3, (loss, chance)
+    # The base-rate bar: before any row the prior is p = 1/2 for each of the three identities, later
+    # the running rates; the adversary beats it by as much as it beats the batch's own entropy.
+    prior = np.array([m["adversarial_debias/prior_loss"] for m, _ in hist])
+    np.testing.assert_allclose(prior[0], 3 * np.log(2.0), rtol=1e-6)
+    assert np.all(prior[1:] >= chance[1:] - 1e-6), (prior, chance)  # no constant beats the batch's own rates
+    assert loss[-4:].mean() < prior[-4:].mean() - 0.3, (loss, prior)
     # `muslim` is independent of the label: nothing to learn beyond its base rate.
     assert hist[-1][0]["adversarial_debias/loss/female"] < hist[-1][0]["adversarial_debias/loss/muslim"]
 
