@@ -52,6 +52,7 @@ def test_stationary_streams_raise_no_more_false_alarms_than_the_target(tiny_lm, 
     (["--reference", "nope.txt", "--stream", "nope.txt"], "does not exist"),
     (["--window", "0"], "--window must be at least 1"),
     (["--false-alarm-rate", "0.9"], "--false-alarm-rate must be between"),
+    (["--bench-overhead", "--repeats", "2"], "--repeats must be at least 3"),
 ])
 def test_bad_input_gets_one_sentence_and_status_2(tiny_lm, domain_files, args, message):
     base = ["--checkpoint", str(tiny_lm), "--reference", domain_files["code_reference"],
@@ -84,3 +85,15 @@ def test_a_classifier_workdir_is_scored_too(tmp_path, domain_files, capsys):
                      "--stream", domain_files["code_stream"], "--plot", str(tmp_path / "cls.png"), "--json")
     assert code == 0 and out["windows"] and out["sequence_tokens"] == 64
     assert all(set(w["tests"]) == {"embedding", "loss", "tokens"} for w in out["windows"])
+
+
+def test_the_overhead_bench_times_both_steps_and_reports_what_the_compiler_counts():
+    out = drift_cli.bench_overhead("tiny", 3)
+    assert len(out["step_seconds_without_all"]) == len(out["step_seconds_with_all"]) == 3
+    assert out["overhead_ratio_of_medians"] == pytest.approx(out["step_seconds_with"] / out["step_seconds_without"] - 1)
+    lo, hi = out["overhead_ratio_of_medians_95ci"]
+    assert lo <= hi
+    # The stage adds work (its features), and little of it next to the step's own, even at tiny size.
+    assert 0 < out["compiled_flops_overhead"] < 0.05
+    assert out["compiled_bytes_accessed_overhead"] > 0
+    assert out["target_met"] == (out["overhead_ratio_of_medians"] <= 0.02)
