@@ -41,6 +41,6 @@ def test_resumed_equals_uninterrupted_on_a_sharded_int8_microbatched_run(comment
         values = [r[key] for r in straight if key in r]
         assert len(values) == STEPS and values == [r[key] for r in resumed if key in r], key
     # Both played: the reversal weight is on after the warm-up, and the MMD penalty was not zero
-    # (it is on a step whose non-toxic rows all fall in one group: MMD^2 of an empty group is 0).
+    # (it is 0 on a step whose non-toxic rows all fall in one group: MMD^2 of an empty group is 0).
     assert [r["adversarial_debias/alpha"] for r in straight if "loss" in r][-1] == 0.5
     assert any(r["mindiff/loss"] > 0 for r in straight if "mindiff/loss" in r)
