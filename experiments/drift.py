@@ -10,7 +10,9 @@ on the reference alone for `--false-alarm-rate` per window (expected run length 
 prints JSON with `windows` (per window: `file`, `statistic`, `threshold`, `alarm`, and each test's
 figures under `tests`), `first_alarm_window`, `switch_window` (the first window of the second stream
 file) and `false_alarms_before_switch`; it also writes a PNG of the statistic (`--plot`).
-`--measure` prints the detection delays and stationary false-alarm rates of holo_jax.drift.measure.
+`--measure` prints the detection delays and stationary false-alarm rates of holo_jax.drift.measure
+(the offline detector), or with `--protocol training` those of the in-training monitor on the trainer's
+own batches (holo_jax.drift.measure_training).
 `--bench-overhead` times the pretrain config's train step with and without the drift stage,
 interleaved in one process, and prints the ratio of medians with a bootstrap 95% interval, and the
 compiled steps' FLOP and byte overheads by XLA's cost model (a figure the machine's load cannot move).
@@ -40,8 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--measure", action="store_true", help="measure delays and false alarms among domains")
     p.add_argument("--seeds", type=int, default=5, help="--measure: reference/stream splits per domain")
-    p.add_argument("--protocol", choices=("blocks", "segments"), default="blocks",
-                   help="--measure: how each domain is split into reference and stream (holo_jax.drift.measure)")
+    p.add_argument("--protocol", choices=("blocks", "segments", "training"), default="blocks",
+                   help="--measure: blocks/segments split each domain into reference and stream for the offline "
+                        "detector (holo_jax.drift.measure); training runs the in-training monitor on the "
+                        "trainer's own batches (holo_jax.drift.measure_training)")
     p.add_argument("--bench-overhead", action="store_true", help="time the step with and without the stage")
     p.add_argument("--config", default="default", help="--bench-overhead: named pretrain config")
     p.add_argument("--repeats", type=int, default=20, help="--bench-overhead: timed steps per variant")
@@ -168,8 +172,14 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.seeds < 1:
             raise HoloError(f"--seeds must be at least 1, got {args.seeds}.")
-        result = measure(scorer, window=args.window, false_alarm_rate=args.false_alarm_rate, seeds=args.seeds,
-                         protocol=args.protocol)
+        if args.protocol == "training":
+            from holo_jax.drift.measure_training import measure_training
+
+            result = measure_training(scorer, window=args.window, false_alarm_rate=args.false_alarm_rate,
+                                      seeds=args.seeds)
+        else:
+            result = measure(scorer, window=args.window, false_alarm_rate=args.false_alarm_rate, seeds=args.seeds,
+                             protocol=args.protocol)
     else:
         reference = file_features(scorer, args.reference, args.text_key)
         detector = calibrate(reference, args.window, args.false_alarm_rate)

@@ -10,12 +10,18 @@ mean of its sequences' vectors, and each test compares that mean with the refere
 
 Two detectors share these statistics:
 
-`detector_from_windows` (the in-training sink): one window against the K windows before it, each
+`window_statistics` and `joint_thresholds` (the in-training sink, holo_jax.drift.sink), and
+`detector_from_windows`: one window against the K windows before it, each
 statistic the squared distance from the reference mean, thresholds conformal (Vovk et al. 2005;
-the split-conformal quantile of Lei et al. 2018) and *joint*: with R[j, t] the rank of reference
-window j's statistic among the K of test t and m_j = max_t R[j, t], the cut r* is the
-ceil((1 - alpha)(K + 1))-th smallest m_j, and test t's threshold is its r*-th smallest statistic.
-A window exchangeable with the reference windows then alarms with probability at most alpha.
+the split-conformal quantile of Lei et al. 2018) and *joint*: with R[j, t] the rank of null
+statistic j among the M of test t and m_j = max_t R[j, t], the cut r* is the
+ceil((1 - alpha)(M + 1))-th smallest m_j, and test t's threshold is its r*-th smallest statistic.
+A window whose statistics are exchangeable with the M null ones then alarms with probability at
+most alpha. The null statistics are either given (the sink's prequential calibration: the
+statistics the M previous windows had against their own references, computed exactly as the new
+window's is) or those of the reference windows left out one at a time (M = K), which understates a
+training batch's: its rows continue documents that the reference windows share among themselves,
+so a left-out reference window still has its documents in the others, and a new window does not.
 
 `detector_from_sequences` (offline, `python -m experiments.drift`): a CUSUM over the stream's
 windows of rank-normal scores of Mahalanobis window statistics, its threshold calibrated by a
@@ -79,7 +85,7 @@ class WindowDetector:
     reference_mean: dict[str, np.ndarray]
     thresholds: dict[str, float]
     false_alarm_rate: float
-    reference_windows: int  # K, the calibration windows
+    reference_windows: int  # M, the null statistics the thresholds were calibrated on
     scale: dict[str, np.ndarray] | None = None  # per-coordinate factors applied before distances
 
     @property
@@ -91,16 +97,18 @@ class WindowDetector:
         """{statistic, threshold, alarm, tests: {test: {statistic, threshold, alarm}}}. `statistic` is
         the largest of the tests' statistic / threshold ratios, so `alarm` is `statistic > threshold`
         with threshold 1; each test's own figures are under `tests`."""
-        scale = self.scale or {}
-        scaled = {t: np.asarray(window_means[t], np.float64) * scale.get(t, 1.0) for t in self.reference_mean}
-        distances = squared_distances(scaled, self.reference_mean)
-        tests = {}
-        for t, d in distances.items():
-            thr = self.thresholds[t]
-            tests[t] = {"statistic": float(d), "threshold": thr, "alarm": bool(d > thr)}
-        ratio = max(_ratio(v["statistic"], v["threshold"]) for v in tests.values())
-        return {"statistic": ratio, "threshold": 1.0, "alarm": any(v["alarm"] for v in tests.values()),
-                "tests": tests}
+        distances = window_statistics(window_means, self.reference_mean,
+                                      self.scale or {t: 1.0 for t in self.reference_mean})
+        return scored(distances, self.thresholds)
+
+
+def scored(statistics: Mapping[str, float], thresholds: Mapping[str, float]) -> dict:
+    """{statistic, threshold, alarm, tests}: `statistic` is the largest statistic / threshold ratio
+    among the tests, so `alarm` is `statistic > threshold` with threshold 1."""
+    tests = {t: {"statistic": float(d), "threshold": float(thresholds[t]), "alarm": bool(d > thresholds[t])}
+             for t, d in statistics.items()}
+    ratio = max(_ratio(v["statistic"], v["threshold"]) for v in tests.values())
+    return {"statistic": ratio, "threshold": 1.0, "alarm": any(v["alarm"] for v in tests.values()), "tests": tests}
 
 
 def _ratio(statistic: float, threshold: float) -> float:
@@ -109,23 +117,38 @@ def _ratio(statistic: float, threshold: float) -> float:
     return 0.0 if statistic <= 0 else math.inf
 
 
-def detector_from_windows(window_means: Vectors, false_alarm_rate: float) -> WindowDetector:
-    """In-training calibration: the K given windows are the reference; each one's null statistic is
-    its distance from the mean of the other K - 1 (leave one out), the new window's from all K.
-    Distances are taken after dividing each coordinate by its spread over the reference windows
-    (a diagonal Mahalanobis distance): raw squared distances are ruled by the few coordinates that
-    vary most within a domain (the space character's share of a text), which say least about a
-    change of domain."""
+def window_reference(window_means: Vectors) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(mean, scale) of K reference windows: distances are taken after dividing each coordinate by
+    its spread over the reference windows (a diagonal Mahalanobis distance), because raw squared
+    distances are ruled by the few coordinates that vary most within a domain (the space
+    character's share of a text), which say least about a change of domain."""
     k = len(next(iter(window_means.values())))
     if k < 2:
         raise HoloError("drift calibration needs at least 2 reference windows.")
     means = {t: np.asarray(v, np.float64) for t, v in window_means.items()}
     scale = {t: 1.0 / np.maximum(v.std(0), 1e-6 * max(float(np.abs(v).max()), 1e-12)) for t, v in means.items()}
-    scaled = {t: v * scale[t] for t, v in means.items()}
-    total = {t: v.sum(0) for t, v in scaled.items()}
-    null = {t: np.sum((v - (total[t] - v) / (k - 1)) ** 2, axis=-1) for t, v in scaled.items()}
-    return WindowDetector({t: total[t] / k for t in scaled}, joint_thresholds(null, false_alarm_rate),
-                          false_alarm_rate, k, scale)
+    return {t: (v * scale[t]).mean(0) for t, v in means.items()}, scale
+
+
+def window_statistics(window_means: Vectors, reference_mean: Vectors, scale: Vectors) -> dict[str, float]:
+    """{test: scaled squared distance of one window's means from the reference mean}."""
+    scaled = {t: np.asarray(window_means[t], np.float64) * scale[t] for t in reference_mean}
+    return {t: float(d) for t, d in squared_distances(scaled, reference_mean).items()}
+
+
+def detector_from_windows(window_means: Vectors, false_alarm_rate: float, *,
+                          null_statistics: Mapping[str, np.ndarray] | None = None) -> WindowDetector:
+    """In-training calibration: the K given windows are the reference (its mean and scale,
+    `window_reference`); the new window's statistic is its distance from the reference mean. The
+    thresholds come from `null_statistics` ({test: [M]}) when given, else from the reference
+    windows' own statistics, each one's distance from the mean of the other K - 1 (leave one out)."""
+    mean, scale = window_reference(window_means)
+    if null_statistics is None:
+        k = len(next(iter(window_means.values())))
+        scaled = {t: np.asarray(v, np.float64) * scale[t] for t, v in window_means.items()}
+        null_statistics = {t: np.sum((v - (k * mean[t] - v) / (k - 1)) ** 2, axis=-1) for t, v in scaled.items()}
+    return WindowDetector(mean, joint_thresholds(null_statistics, false_alarm_rate), false_alarm_rate,
+                          len(next(iter(null_statistics.values()))), scale)
 
 
 def contiguous_split(n: int, block: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,20 @@
 """The host side of drift monitoring: windows from the stage's emits, tested, alarms as events.
 
 `DriftSink` receives the drift stage's per-step sums (`Sink.emitted`), adds `window_steps` of them
-into one window (window w holds steps (w-1) * window_steps + 1 .. w * window_steps), and tests each
-window after the first `warmup_windows` against the `reference_windows` windows just before it
-(holo_jax.drift.detectors.detector_from_windows: conformal thresholds for `false_alarm_rate`).
+into one window (window w holds steps (w-1) * window_steps + 1 .. w * window_steps), and after the
+first `warmup_windows` tests each window against the `reference_windows` windows just before it
+(the scaled distance of holo_jax.drift.detectors.window_statistics, one per test).
+
+Thresholds (default, `calibration=prequential`): the joint conformal ones (detectors.
+joint_thresholds) of the statistics that the `calibration_windows` windows before it had against
+their own references. That null is made the way the tested statistic is: a batch whose rows
+continue document pieces, against the windows just before it. The earlier default, calibrating on
+the reference windows themselves left out one at a time (`calibration=leave_one_out`), understates
+how new a batch looks: the other reference windows still hold the left-out one's documents, and
+a new batch's documents are in none of them (measured: ~10% false alarms at a nominal 1%,
+BENCHMARKS.md, issue 15). The prequential null's statistics are serially correlated (neighbouring
+windows share most of their reference), which is why it needs about twice as many windows as the
+reference holds to keep the rate.
 Every tested window is a row of WORKDIR/drift/<stage>.jsonl; an alarm is a `drift_alarm` event,
 and with `action=stop` the sink asks the loop to stop (`stop_reason`), which saves a checkpoint at
 the next step boundary and returns with reason `drift_alarm`.
@@ -12,7 +23,8 @@ Exactly once across resume: on `rewind(step)` the window state is rebuilt by rep
 WORKDIR/emitted/<stage>.jsonl up to `step` (the loop's EmittedJsonl has already cut what came
 later), windows tested after `step` are dropped from drift/<stage>.jsonl, and an alarm already in
 events.jsonl for a window is not raised again when the resumed run re-tests it. Resuming a run that
-stopped on a drift alarm accepts the change: warm-up and reference start again after the stop.
+stopped on a drift alarm accepts the change: warm-up, reference and calibration start again
+after the stop.
 
 Events: alarms go through the run's one event API (`CompositeSink.event`), which the CompositeSink
 hands to each of its sinks (`Sink.attach`). A DriftSink used outside a CompositeSink (or given
@@ -29,7 +41,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from holo_jax.drift.detectors import detector_from_windows
+from holo_jax.drift.detectors import (
+    detector_from_windows, joint_thresholds, scored, window_reference, window_statistics,
+)
 from holo_jax.drift.stage import DriftConfig
 from holo_jax.train.jsonl import JsonlFile, read_jsonl
 from holo_jax.train.sinks import Sink
@@ -56,6 +70,8 @@ class DriftSink(Sink):
         self._open_index = 0
         self._closed = 0  # windows completed so far
         self._history: collections.deque[dict[str, np.ndarray]] = collections.deque(maxlen=self.cfg.reference_windows)
+        # Prequential null: earlier windows' statistics against the references they had.
+        self._null: collections.deque[dict[str, float]] = collections.deque(maxlen=self.cfg.calibration_windows)
         self._alarmed_steps: set[int] = set()
         self._rebase_after: list[int] = []  # steps at which a run stopped on a drift alarm
         self._stop: str | None = None
@@ -79,30 +95,46 @@ class DriftSink(Sink):
         self._open = None
         if self._rebase_after and step > self._rebase_after[0]:
             # The run stopped on an alarm and was resumed: that is taken as accepting the new data,
-            # so warm-up and reference start afresh after the stop (else every resume would stop
+            # so warm-up, reference and calibration start afresh after the stop (else every resume would stop
             # again at the next window, until the sliding reference had absorbed the change).
             while self._rebase_after and step > self._rebase_after[0]:
                 self._rebase_after.pop(0)
             self._history.clear()
+            self._null.clear()
             self._closed = 0
         self._closed += 1
         if self._closed <= self.cfg.warmup_windows:
             return
         if len(self._history) == self.cfg.reference_windows:
-            reference = {t: np.stack([h[t] for h in self._history]) for t in means}
-            detector = detector_from_windows(reference, self.cfg.false_alarm_rate)
-            result = {"step": step, "window": self._closed, **detector.score(means)}
-            self.results.append(result)
-            if live:
-                self.windows.append(result)
-                if result["alarm"] and step not in self._alarmed_steps:
-                    self._alarmed_steps.add(step)
-                    self._event(ALARM_EVENT, step=step, stage=self.stage, window=self._closed,
-                                statistic=result["statistic"], threshold=result["threshold"], tests=result["tests"],
-                                false_alarm_rate=self.cfg.false_alarm_rate, action=self.cfg.action)
-                    if self.cfg.action == "stop":
-                        self._stop = STOP_REASON
+            self._test(step, means, live=live)
         self._history.append(means)
+
+    def _test(self, step: int, means: dict[str, np.ndarray], *, live: bool) -> None:
+        reference = {t: np.stack([h[t] for h in self._history]) for t in means}
+        if self.cfg.calibration == "leave_one_out":
+            result = detector_from_windows(reference, self.cfg.false_alarm_rate).score(means)
+        else:
+            statistics = window_statistics(means, *window_reference(reference))
+            ready = len(self._null) == self.cfg.calibration_windows
+            if ready:
+                null = {t: np.array([n[t] for n in self._null]) for t in statistics}
+                result = scored(statistics, joint_thresholds(null, self.cfg.false_alarm_rate))
+            # Every window's statistics join the null of later windows, alarm or not: all are scored
+            # alike, so the calibration stays exchangeable with what it tests (without drift).
+            self._null.append(statistics)
+            if not ready:
+                return
+        result = {"step": step, "window": self._closed, **result}
+        self.results.append(result)
+        if live:
+            self.windows.append(result)
+            if result["alarm"] and step not in self._alarmed_steps:
+                self._alarmed_steps.add(step)
+                self._event(ALARM_EVENT, step=step, stage=self.stage, window=self._closed,
+                            statistic=result["statistic"], threshold=result["threshold"], tests=result["tests"],
+                            false_alarm_rate=self.cfg.false_alarm_rate, action=self.cfg.action)
+                if self.cfg.action == "stop":
+                    self._stop = STOP_REASON
 
     def _event(self, kind: str, **fields: Any) -> None:
         if self._events is not None:

@@ -37,6 +37,12 @@ class DriftConfig(StageConfig):
     # so the slow change of a model that is learning is not drift), after `warmup_windows`.
     reference_windows: Annotated[int, AtLeast(2)] = 100
     warmup_windows: Annotated[int, AtLeast(0)] = 20
+    # How thresholds are calibrated (holo_jax.drift.sink). prequential: on the statistics that the
+    # `calibration_windows` windows before had against their own references, so testing starts at
+    # window warmup + reference + calibration + 1; leave_one_out: on the reference windows left
+    # out one at a time, which alarms far above the rate on training batches (BENCHMARKS.md, issue 15).
+    calibration: Literal["prequential", "leave_one_out"] = "prequential"
+    calibration_windows: Annotated[int, AtLeast(1)] = 200
     # Per-window false-alarm rate the thresholds are calibrated for (expected run length 1/rate).
     false_alarm_rate: Annotated[float, InRange(0.0, 0.5)] = 0.01
     tests: tuple[str, ...] = FEATURES
@@ -54,10 +60,18 @@ class DriftConfig(StageConfig):
         from holo_jax.drift.detectors import min_reference_windows
 
         need = min_reference_windows(self.false_alarm_rate)
-        if self.reference_windows < need:
-            raise HoloError(f"{at}.reference_windows={self.reference_windows} cannot calibrate "
-                            f"{at}.false_alarm_rate={self.false_alarm_rate}: it needs at least {need} windows; "
-                            f"raise reference_windows or the false-alarm rate.")
+        name = "calibration_windows" if self.calibration == "prequential" else "reference_windows"
+        have = self.calibration_windows if self.calibration == "prequential" else self.reference_windows
+        if have < need:
+            raise HoloError(f"{at}.{name}={have} cannot calibrate {at}.false_alarm_rate={self.false_alarm_rate} "
+                            f"({self.calibration} calibration): it needs at least {need} windows; raise {name} or "
+                            f"the false-alarm rate.")
+
+    @property
+    def first_tested_window(self) -> int:
+        """The first window the sink tests (1-based): after warm-up, reference and calibration."""
+        calibration = self.calibration_windows if self.calibration == "prequential" else 0
+        return self.warmup_windows + self.reference_windows + calibration + 1
 
 
 def _d_model(params: PyTree) -> int:

@@ -12,8 +12,8 @@ from holo_jax.drift import drift_sinks
 from holo_jax.train.jsonl import read_jsonl
 from holo_jax.train.loop import train
 
-DRIFT = ["stages=drift", "stages.drift.reference_windows=19", "stages.drift.warmup_windows=2",
-         "stages.drift.false_alarm_rate=0.05"]
+DRIFT = ["stages=drift", "stages.drift.reference_windows=9", "stages.drift.calibration_windows=10",
+         "stages.drift.warmup_windows=2", "stages.drift.false_alarm_rate=0.1"]
 LOG = ["log.eval_every_steps=0", "log.progress_bar=false", "log.plot=false", "log.tensorboard=false",
        "checkpoint.every_steps=5"]
 

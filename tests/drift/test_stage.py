@@ -104,5 +104,9 @@ def test_bad_settings_are_refused_in_one_sentence():
 
     with pytest.raises(HoloError, match="tests must name"):
         DriftConfig(tests=("nope",)).check_relations("stages.drift")
-    with pytest.raises(HoloError, match="needs at least 99 windows"):
-        DriftConfig(reference_windows=20, false_alarm_rate=0.01).check_relations("stages.drift")
+    with pytest.raises(HoloError, match="calibration_windows=20 cannot calibrate .* needs at least 99 windows"):
+        DriftConfig(calibration_windows=20, false_alarm_rate=0.01).check_relations("stages.drift")
+    with pytest.raises(HoloError, match="reference_windows=20 cannot calibrate .* needs at least 99 windows"):
+        DriftConfig(reference_windows=20, false_alarm_rate=0.01, calibration="leave_one_out").check_relations("stages.drift")
+    DriftConfig(reference_windows=20, false_alarm_rate=0.01).check_relations("stages.drift")  # prequential: fine
+
