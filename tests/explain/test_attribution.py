@@ -88,7 +88,10 @@ def test_sharded_mesh_equals_one_device(keyword_classifier, texts, one_device, r
         for a, b in zip(one_device.relevance[m], sharded.relevance[m]):
             np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4, err_msg=m)
     np.testing.assert_array_equal(one_device.predicted, sharded.predicted)
-    np.testing.assert_allclose(one_device.ig_completeness_error, sharded.ig_completeness_error, atol=1e-4, rtol=1e-5)
+    # The completeness error sums a row's attributions, which hold only to rtol 1e-4 above, and can be
+    # large (~250 on one row here): held to rtol 1e-5 it failed once in CI by 1.06e-5 (float32 sums
+    # reduced in another order on the 4-device mesh).
+    np.testing.assert_allclose(one_device.ig_completeness_error, sharded.ig_completeness_error, atol=1e-4, rtol=1e-4)
 
 
 def test_a_row_s_attribution_does_not_depend_on_its_batch(keyword_classifier, texts, one_device):
