@@ -17,11 +17,11 @@ the split-conformal quantile of Lei et al. 2018) and *joint*: with R[j, t] the r
 statistic j among the M of test t and m_j = max_t R[j, t], the cut r* is the
 ceil((1 - alpha)(M + 1))-th smallest m_j, and test t's threshold is its r*-th smallest statistic.
 A window whose statistics are exchangeable with the M null ones then alarms with probability at
-most alpha. The null statistics are either given (the sink's prequential calibration: the
-statistics the M previous windows had against their own references, computed exactly as the new
-window's is) or those of the reference windows left out one at a time (M = K), which understates a
-training batch's: its rows continue documents that the reference windows share among themselves,
-so a left-out reference window still has its documents in the others, and a new window does not.
+most alpha. The sink's default null is the statistics the M previous windows had against their own
+references, computed exactly as the new window's is (holo_jax.drift.sink); `detector_from_windows`
+takes those of the reference windows left out one at a time (M = K), which understate a training
+batch's: its rows continue documents that the reference windows share among themselves, so a
+left-out reference window still has its documents in the others, and a new window does not.
 
 `detector_from_sequences` (offline, `python -m experiments.drift`): a CUSUM over the stream's
 windows of rank-normal scores of Mahalanobis window statistics, its threshold calibrated by a
@@ -85,7 +85,7 @@ class WindowDetector:
     reference_mean: dict[str, np.ndarray]
     thresholds: dict[str, float]
     false_alarm_rate: float
-    reference_windows: int  # M, the null statistics the thresholds were calibrated on
+    reference_windows: int  # K, the calibration windows
     scale: dict[str, np.ndarray] | None = None  # per-coordinate factors applied before distances
 
     @property
@@ -136,19 +136,15 @@ def window_statistics(window_means: Vectors, reference_mean: Vectors, scale: Vec
     return {t: float(d) for t, d in squared_distances(scaled, reference_mean).items()}
 
 
-def detector_from_windows(window_means: Vectors, false_alarm_rate: float, *,
-                          null_statistics: Mapping[str, np.ndarray] | None = None) -> WindowDetector:
-    """In-training calibration: the K given windows are the reference (its mean and scale,
-    `window_reference`); the new window's statistic is its distance from the reference mean. The
-    thresholds come from `null_statistics` ({test: [M]}) when given, else from the reference
-    windows' own statistics, each one's distance from the mean of the other K - 1 (leave one out)."""
+def detector_from_windows(window_means: Vectors, false_alarm_rate: float) -> WindowDetector:
+    """Leave-one-out calibration: the K given windows are the reference (its mean and scale,
+    `window_reference`); the new window's statistic is its distance from the reference mean, and
+    each reference window's null statistic its distance from the mean of the other K - 1."""
     mean, scale = window_reference(window_means)
-    if null_statistics is None:
-        k = len(next(iter(window_means.values())))
-        scaled = {t: np.asarray(v, np.float64) * scale[t] for t, v in window_means.items()}
-        null_statistics = {t: np.sum((v - (k * mean[t] - v) / (k - 1)) ** 2, axis=-1) for t, v in scaled.items()}
-    return WindowDetector(mean, joint_thresholds(null_statistics, false_alarm_rate), false_alarm_rate,
-                          len(next(iter(null_statistics.values()))), scale)
+    k = len(next(iter(window_means.values())))
+    scaled = {t: np.asarray(v, np.float64) * scale[t] for t, v in window_means.items()}
+    null = {t: np.sum((v - (k * mean[t] - v) / (k - 1)) ** 2, axis=-1) for t, v in scaled.items()}
+    return WindowDetector(mean, joint_thresholds(null, false_alarm_rate), false_alarm_rate, k, scale)
 
 
 def contiguous_split(n: int, block: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,9 +16,10 @@ code end to end, the model held fixed:
     through `SequenceScorer`, the same function the stage runs), summed per window as the stage
     emits them, and handed to a `DriftSink` (warm-up, sliding reference, thresholds, alarms);
   - stationary: the alarms among `stationary_windows` tested windows of one domain;
-  - switch A -> B: S is the smallest multiple of B whose first batch with a row of B comes after
-    the warm-up, the reference and `pre_windows` more windows; the delay counts windows from that
-    first batch (1 = it alarmed), and `windows_until_all_second` says when every row had moved on.
+  - switch A -> B: S is the smallest multiple of B whose first batch with a row of B comes
+    `pre_windows` windows after the first counted one (the latest first tested window among the
+    monitors compared); the delay counts windows from that first batch (1 = it alarmed), and
+    `windows_until_all_rows_switched` says when every row had moved on.
 The model does not learn here, so what the sliding reference is for (a model whose features move as it
 trains) is not exercised; what is measured is how the monitor's windows and thresholds behave on text.
 """
